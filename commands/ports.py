@@ -1,0 +1,82 @@
+"""Ports the command side depends on. Adapters implement them; bootstrap picks one."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+
+class LedgerError(Exception):
+    """The ledger cannot be opened or read (not a titan ledger, corrupt, unreachable)."""
+
+
+class VersionConflict(LedgerError):
+    """A record's (stream_id, version) already exists: another writer got there first."""
+
+    def __init__(self, stream_id: str, version: int) -> None:
+        super().__init__(f"stream {stream_id!r} already has version {version}")
+        self.stream_id = stream_id
+        self.version = version
+
+
+class NewRecord:
+    """A record to append: its stream, version, type and envelope (without prev_hash/hash)."""
+
+    __slots__ = ("stream_id", "version", "type", "envelope")
+
+    def __init__(self, stream_id: str, version: int, type: str, envelope: dict[str, Any]) -> None:
+        self.stream_id = stream_id
+        self.version = version
+        self.type = type
+        self.envelope = envelope
+
+
+class Record:
+    """A sealed ledger record: position (notification id), stream, version, type and envelope."""
+
+    __slots__ = ("position", "stream_id", "version", "type", "envelope", "state")
+
+    def __init__(
+        self,
+        position: int,
+        stream_id: str,
+        version: int,
+        type: str,
+        envelope: dict[str, Any],
+        state: bytes,
+    ) -> None:
+        self.position = position
+        self.stream_id = stream_id
+        self.version = version
+        self.type = type
+        self.envelope = envelope
+        self.state = state
+
+
+class Ledger(ABC):
+    """The append-only, hash-chained record store (SPEC §2)."""
+
+    @abstractmethod
+    def append(self, records: Sequence[NewRecord]) -> list[Record]:
+        """Append records atomically, sealing each into the hash chain; raise VersionConflict."""
+
+    @abstractmethod
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[Record]:
+        """Return one stream's records in version order."""
+
+    @abstractmethod
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Record]:
+        """Return up to `limit` records after a position, in position order."""
+
+    @abstractmethod
+    def iter_all(self, after_position: int = 0, batch: int = 1000) -> Iterator[Record]:
+        """Stream every record after a position, in position order, in batches."""
+
+    @abstractmethod
+    def head(self) -> tuple[int, str]:
+        """Return the anchored head: last position and its chain hash (0 and genesis if empty)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
