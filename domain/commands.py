@@ -1,0 +1,146 @@
+"""Commands as the core sees them: plain typed values, built once at the edge from `schemas/`.
+
+Prices, quantities and fees stay decimal strings here; the core reads them at the scale of the
+order's instrument, so a price off its tick becomes a recorded refusal, not an edge error.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .policy import Policy
+
+
+class Command:
+    """What every command carries into a decision: its id and its time (UTC nanoseconds)."""
+
+    def __init__(self, command_id: str, ts_ns: int) -> None:
+        self.command_id: Final = command_id
+        self.ts_ns: Final = ts_ns
+
+
+class PlaceOrder(Command):
+    """Place a new order (a phase's intent, after allocation)."""
+
+    def __init__(
+        self,
+        command_id: str,
+        ts_ns: int,
+        policy_hash: str,
+        phase_id: int,
+        intent_id: str,
+        client_order_id: str,
+        venue: str,
+        symbol: str,
+        side: str,
+        order_type: str,
+        quantity: str,
+        price: str,
+        reference_price: str,
+        reduce_only: bool,
+    ) -> None:
+        super().__init__(command_id, ts_ns)
+        self.policy_hash: Final = policy_hash
+        self.phase_id: Final = phase_id
+        self.intent_id: Final = intent_id
+        self.client_order_id: Final = client_order_id
+        self.venue: Final = venue
+        self.symbol: Final = symbol
+        self.side: Final = side
+        self.order_type: Final = order_type
+        self.quantity: Final = quantity
+        self.price: Final = price
+        self.reference_price: Final = reference_price
+        self.reduce_only: Final = reduce_only
+
+
+class CancelOrder(Command):
+    """Ask the venue to cancel an open order."""
+
+    def __init__(self, command_id: str, ts_ns: int, order_id: str, reason: str) -> None:
+        super().__init__(command_id, ts_ns)
+        self.order_id: Final = order_id
+        self.reason: Final = reason
+
+
+class RecordOrderAck(Command):
+    """The venue acknowledged an order."""
+
+    def __init__(self, command_id: str, ts_ns: int, order_id: str, venue_order_id: str) -> None:
+        super().__init__(command_id, ts_ns)
+        self.order_id: Final = order_id
+        self.venue_order_id: Final = venue_order_id
+
+
+class RecordVenueReject(Command):
+    """The venue refused an order."""
+
+    def __init__(self, command_id: str, ts_ns: int, order_id: str, venue_reason: str) -> None:
+        super().__init__(command_id, ts_ns)
+        self.order_id: Final = order_id
+        self.venue_reason: Final = venue_reason
+
+
+class RecordFill(Command):
+    """The venue filled (part of) an order."""
+
+    def __init__(
+        self,
+        command_id: str,
+        ts_ns: int,
+        order_id: str,
+        fill_id: str,
+        quantity: str,
+        price: str,
+        fee: str,
+        liquidity: str,
+    ) -> None:
+        super().__init__(command_id, ts_ns)
+        self.order_id: Final = order_id
+        self.fill_id: Final = fill_id
+        self.quantity: Final = quantity
+        self.price: Final = price
+        self.fee: Final = fee
+        self.liquidity: Final = liquidity
+
+
+class RecordCancelled(Command):
+    """The venue confirmed an order is cancelled (on request or on its own)."""
+
+    def __init__(self, command_id: str, ts_ns: int, order_id: str, venue_reason: str) -> None:
+        super().__init__(command_id, ts_ns)
+        self.order_id: Final = order_id
+        self.venue_reason: Final = venue_reason
+
+
+class ActivatePolicy(Command):
+    """Make a policy document the account's active policy."""
+
+    def __init__(
+        self,
+        command_id: str,
+        ts_ns: int,
+        document: dict[str, object],
+        policy_hash: str,
+        policy: Policy,
+    ) -> None:
+        super().__init__(command_id, ts_ns)
+        self.document: Final = document
+        self.policy_hash: Final = policy_hash
+        self.policy: Final = policy
+
+
+class Arm(Command):
+    """Allow orders to live venues."""
+
+    def __init__(self, command_id: str, ts_ns: int, reason: str) -> None:
+        super().__init__(command_id, ts_ns)
+        self.reason: Final = reason
+
+
+class Disarm(Command):
+    """Stop orders to live venues (the paper venue still trades)."""
+
+    def __init__(self, command_id: str, ts_ns: int, reason: str) -> None:
+        super().__init__(command_id, ts_ns)
+        self.reason: Final = reason
