@@ -1,0 +1,199 @@
+"""Commands on the wire (SPEC §3): one strict model per command, discriminated by `type`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, TypeAdapter, model_validator
+
+from .base import CommandId, Decimal, Identifier, Nanoseconds, PositiveDecimal, WireModel
+from .policy import PolicyDocument
+
+PhaseId = Annotated[int, Field(ge=1, le=3, description="1 Scavenger, 2 Hunter, 3 Sentinel")]
+Side = Literal["BUY", "SELL"]
+Reason = Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class CommandBase(WireModel):
+    """Fields every command carries. `ts_ns` is the time of receipt and decides; the issuer's
+    own clock goes in `issued_ts_ns`."""
+
+    command_id: CommandId
+    account_id: Identifier
+    ts_ns: Nanoseconds
+    issued_ts_ns: Nanoseconds | None = None
+    actor: Identifier
+    correlation_id: Identifier | None = None
+    causation_id: Identifier | None = None
+
+
+class RiskCommandBase(CommandBase):
+    """Risk-affecting commands also carry the policy hash they were built under, and their origin."""
+
+    policy_hash: Annotated[str, Field(max_length=128, description="the policy hash the issuer built this under")]
+    intent_id: Identifier | None = None
+    phase_id: PhaseId | None = None
+
+
+class PlaceOrder(RiskCommandBase):
+    type: Literal["place_order.v1"] = "place_order.v1"
+    phase_id: PhaseId
+    intent_id: Identifier
+    client_order_id: Identifier
+    venue: Identifier
+    symbol: Identifier
+    side: Side
+    order_type: Literal["LIMIT", "MARKET"] = "LIMIT"
+    quantity: PositiveDecimal
+    price: PositiveDecimal | None = None
+    reference_price: PositiveDecimal
+    reduce_only: bool = False
+
+    @model_validator(mode="after")
+    def _price_matches_type(self) -> PlaceOrder:
+        if self.order_type == "LIMIT" and self.price is None:
+            raise ValueError("a LIMIT order needs a price")
+        if self.order_type == "MARKET" and self.price is not None:
+            raise ValueError("a MARKET order takes no price (it is checked at reference_price)")
+        return self
+
+
+class CancelOrder(CommandBase):
+    type: Literal["cancel_order.v1"] = "cancel_order.v1"
+    order_id: Identifier
+    reason: Reason
+
+
+class RecordOrderAck(CommandBase):
+    type: Literal["record_order_ack.v1"] = "record_order_ack.v1"
+    order_id: Identifier
+    venue_order_id: Identifier
+
+
+class RecordVenueReject(CommandBase):
+    type: Literal["record_venue_reject.v1"] = "record_venue_reject.v1"
+    order_id: Identifier
+    venue_reason: Reason
+
+
+class RecordFill(CommandBase):
+    type: Literal["record_fill.v1"] = "record_fill.v1"
+    order_id: Identifier
+    fill_id: Identifier
+    quantity: PositiveDecimal
+    price: PositiveDecimal
+    fee: Decimal = "0"
+    liquidity: Literal["maker", "taker"] = "taker"
+
+
+class RecordCancelled(CommandBase):
+    type: Literal["record_cancelled.v1"] = "record_cancelled.v1"
+    order_id: Identifier
+    venue_reason: Reason
+
+
+class VenuePosition(WireModel):
+    symbol: Identifier
+    quantity: Decimal
+
+
+class RecordTruthSnapshot(CommandBase):
+    type: Literal["record_truth_snapshot.v1"] = "record_truth_snapshot.v1"
+    venue: Identifier
+    positions: list[VenuePosition]
+    open_order_ids: list[Identifier]
+    equity: Decimal
+    venue_ts_ns: Nanoseconds
+    latency_ms: Annotated[int, Field(ge=0)]
+
+
+class ActivatePolicy(CommandBase):
+    type: Literal["activate_policy.v1"] = "activate_policy.v1"
+    policy: PolicyDocument
+
+
+class SetRegime(CommandBase):
+    type: Literal["set_regime.v1"] = "set_regime.v1"
+    regime: Literal["RISK_ON", "NEUTRAL", "RISK_OFF", "CRASH"]
+    reason: Reason
+
+
+class RecordTailRisk(CommandBase):
+    type: Literal["record_tail_risk.v1"] = "record_tail_risk.v1"
+    symbol: Identifier
+    tail_exponent: PositiveDecimal
+    sample_size: Annotated[int, Field(ge=1)]
+    method: Identifier
+
+
+class Halt(CommandBase):
+    type: Literal["halt.v1"] = "halt.v1"
+    reason: Reason
+
+
+class Flatten(RiskCommandBase):
+    type: Literal["flatten.v1"] = "flatten.v1"
+    reason: Reason
+
+
+class Resume(CommandBase):
+    type: Literal["resume.v1"] = "resume.v1"
+    reason: Reason
+
+
+class Arm(CommandBase):
+    type: Literal["arm.v1"] = "arm.v1"
+    reason: Reason
+
+
+class Disarm(CommandBase):
+    type: Literal["disarm.v1"] = "disarm.v1"
+    reason: Reason
+
+
+AnyCommand = Annotated[
+    PlaceOrder
+    | CancelOrder
+    | RecordOrderAck
+    | RecordVenueReject
+    | RecordFill
+    | RecordCancelled
+    | RecordTruthSnapshot
+    | ActivatePolicy
+    | SetRegime
+    | RecordTailRisk
+    | Halt
+    | Flatten
+    | Resume
+    | Arm
+    | Disarm,
+    Field(discriminator="type"),
+]
+"""Any titan command, told apart by its `type`."""
+
+COMMANDS: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)
+
+COMMAND_MODELS: tuple[type[CommandBase], ...] = (
+    PlaceOrder,
+    CancelOrder,
+    RecordOrderAck,
+    RecordVenueReject,
+    RecordFill,
+    RecordCancelled,
+    RecordTruthSnapshot,
+    ActivatePolicy,
+    SetRegime,
+    RecordTailRisk,
+    Halt,
+    Flatten,
+    Resume,
+    Arm,
+    Disarm,
+)
+
+
+def command_type(model: type[CommandBase]) -> str:
+    """The versioned wire type of a command model, e.g. `place_order.v1`."""
+    field = model.model_fields["type"]
+    assert isinstance(field.default, str)
+    return field.default
