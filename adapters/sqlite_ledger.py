@@ -1,0 +1,372 @@
+"""The embedded ledger: eventsourcing's SQLite application recorder plus titan's chain anchor.
+
+Records live in eventsourcing's `stored_events` table, unchanged (text originator ids), so that
+eventsourcing can read a titan ledger. Titan adds two small tables: `titan_meta` (the format) and
+`titan_chain_head` (the anchor: last position, its hash and the record count), and a view,
+`titan_records`, that shows each envelope field as a column. See docs/ledger.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+
+from eventsourcing.domain import EventSourcingError
+from eventsourcing.persistence import IntegrityError, Notification, OperationalError
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteCursor,
+    SQLiteDatastore,
+)
+
+from adapters.ledger_mapper import LedgerRecord, SealedRecord, TitanMapper
+from commands.ports import Ledger, LedgerError, NewRecord, Record, VersionConflict
+from replay.chain import CHAIN_FIELDS, seal
+from schemas.canonical import GENESIS_HASH
+
+LEDGER_FORMAT: Final = "titan-ledger/1"
+MEMORY: Final = ":memory:"
+DEFAULT_LOCK_TIMEOUT_S: Final = 5
+
+_ENVELOPE_COLUMNS: Final = (
+    "event_id",
+    "ts_ns",
+    "command_id",
+    "correlation_id",
+    "causation_id",
+    "intent_id",
+    "phase_id",
+    "actor",
+    "policy_hash",
+    "prev_hash",
+    "hash",
+)
+
+_TITAN_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS titan_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    f"INSERT OR IGNORE INTO titan_meta (key, value) VALUES ('format', '{LEDGER_FORMAT}')",
+    (
+        "CREATE TABLE IF NOT EXISTS titan_chain_head ("
+        "id INTEGER PRIMARY KEY CHECK (id = 1), "
+        "position INTEGER NOT NULL, "
+        "hash TEXT NOT NULL, "
+        "record_count INTEGER NOT NULL)"
+    ),
+    (
+        "INSERT OR IGNORE INTO titan_chain_head (id, position, hash, record_count) "
+        f"VALUES (1, 0, '{GENESIS_HASH}', 0)"
+    ),
+    # The auditor's view (SPEC §2). CAST: SQLite's JSON functions refuse (or, from 3.45,
+    # misread as JSONB) BLOB arguments, and the state is stored as a BLOB.
+    "CREATE VIEW IF NOT EXISTS titan_records AS SELECT "
+    "rowid AS position, originator_id AS stream_id, originator_version AS version, "
+    "topic AS type, "
+    + ", ".join(
+        f"json_extract(CAST(state AS TEXT), '$.{column}') AS {column}"
+        for column in _ENVELOPE_COLUMNS
+    )
+    + ", json_extract(CAST(state AS TEXT), '$.data') AS data "
+    "FROM stored_events",
+)
+
+# Taken first in every append: it makes SQLite take the write lock before the head is read
+# (a deferred transaction that read first could not upgrade while another process writes).
+_LOCK_ANCHOR: Final = "UPDATE titan_chain_head SET record_count = record_count WHERE id = 1"
+_READ_ANCHOR: Final = "SELECT position, hash, record_count FROM titan_chain_head WHERE id = 1"
+_WRITE_ANCHOR: Final = (
+    "UPDATE titan_chain_head SET position = ?, hash = ?, record_count = ? WHERE id = 1"
+)
+
+
+class _DurableConnectionPool(SQLiteConnectionPool):
+    """eventsourcing's pool, with every connection pinned to synchronous=FULL."""
+
+    def _create_connection(self) -> SQLiteConnection:
+        connection = super()._create_connection()
+        # FULL is SQLite's compiled default; say so explicitly so that no build or PRAGMA
+        # elsewhere can make a commit return before the WAL is on disk.
+        connection.cursor().execute("PRAGMA synchronous=FULL")
+        return connection
+
+
+class _TitanDatastore(SQLiteDatastore):
+    def __init__(self, db_name: str, lock_timeout_s: int) -> None:
+        super().__init__(db_name, lock_timeout=lock_timeout_s, originator_id_type="text")
+        self.pool = _DurableConnectionPool(db_name=db_name, lock_timeout=lock_timeout_s)
+
+
+class TitanSQLiteRecorder(SQLiteApplicationRecorder):
+    """eventsourcing's SQLite application recorder, plus titan's meta, anchor and view."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *_TITAN_SCHEMA]
+
+    def select_stream_notifications(self, stream_id: str, after_version: int) -> list[Notification]:
+        """Return one stream's records after a version, with their positions."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT rowid, * FROM {self.events_table_name} "
+                "WHERE originator_id = ? AND originator_version > ? "
+                "ORDER BY originator_version",
+                (stream_id, after_version),
+            )
+            return [
+                Notification(
+                    id=row["rowid"],
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=row["state"],
+                )
+                for row in c.fetchall()
+            ]
+
+    def select_anchor(self) -> tuple[int, str, int]:
+        """Return the anchored head: position, hash, record count."""
+        with self.datastore.transaction(commit=False) as c:
+            return _fetch_anchor(c)
+
+    def seal_and_insert(self, records: Sequence[NewRecord], mapper: TitanMapper) -> list[Record]:
+        """Seal records onto the head and insert them, all in one write transaction."""
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(_LOCK_ANCHOR)
+            position, prev_hash, count = _fetch_anchor(c)
+            c.execute(f"SELECT MAX(rowid) FROM {self.events_table_name}")
+            last_row = c.fetchone()[0] or 0
+            if last_row != position:
+                raise LedgerError(
+                    f"the ledger's last record is at position {last_row} but its anchor says "
+                    f"{position}: refusing to append; run `titan ledger verify`"
+                )
+            self._check_versions(c, records)
+            sealed: list[SealedRecord] = []
+            for record in records:
+                envelope = seal(record.envelope, prev_hash)
+                sealed.append(SealedRecord(record.stream_id, record.version, record.type, envelope))
+                prev_hash = envelope["hash"]
+            stored = [mapper.to_stored_event(record) for record in sealed]
+            positions = self._insert_events(c, stored) or []
+            c.execute(_WRITE_ANCHOR, (positions[-1], prev_hash, count + len(stored)))
+        return [
+            LedgerRecord(at, s.stream_id, s.version, s.type, s.envelope, event.state)
+            for at, s, event in zip(positions, sealed, stored, strict=True)
+        ]
+
+    def _check_versions(self, c: SQLiteCursor, records: Sequence[NewRecord]) -> None:
+        """Each record must be its stream's next version (optimistic concurrency, no gaps)."""
+        next_versions: dict[str, int] = {}
+        for record in records:
+            stream_id = record.stream_id
+            expected = next_versions.get(stream_id)
+            if expected is None:
+                c.execute(
+                    f"SELECT MAX(originator_version) FROM {self.events_table_name} "
+                    "WHERE originator_id = ?",
+                    (stream_id,),
+                )
+                expected = (c.fetchone()[0] or 0) + 1
+            if record.version < expected:
+                raise VersionConflict(stream_id, record.version)
+            if record.version > expected:
+                raise ValueError(
+                    f"stream {stream_id!r} is at version {expected - 1}: the next record must "
+                    f"be version {expected}, not {record.version}"
+                )
+            next_versions[stream_id] = expected + 1
+
+
+def _fetch_anchor(c: SQLiteCursor) -> tuple[int, str, int]:
+    c.execute(_READ_ANCHOR)
+    row = c.fetchone()
+    if row is None:
+        raise LedgerError("the ledger's anchor row (titan_chain_head id 1) is missing")
+    return int(row[0]), str(row[1]), int(row[2])
+
+
+class SQLiteLedger(Ledger):
+    """The embedded ledger: a SQLite file (or `":memory:"`) in eventsourcing's layout."""
+
+    def __init__(self, path: str, *, lock_timeout_s: int = DEFAULT_LOCK_TIMEOUT_S) -> None:
+        self.path = path
+        self.lock_timeout_s = lock_timeout_s
+        self._keepalive: sqlite3.Connection | None = None
+        if path == MEMORY:
+            # A private shared-cache database: every pooled connection sees it, no other ledger
+            # instance does, and it lives as long as the keep-alive connection below.
+            db_name = f"file:titan-{uuid.uuid4().hex}?mode=memory&cache=shared"
+            self._keepalive = sqlite3.connect(db_name, uri=True, check_same_thread=False)
+            create = True
+        else:
+            db_name = os.path.abspath(path)
+            create = _check_file(path, db_name)
+        self._closed = False
+        self._mapper = TitanMapper()
+        self._datastore = _TitanDatastore(db_name, lock_timeout_s)
+        self._recorder = TitanSQLiteRecorder(self._datastore)
+        try:
+            with self._errors("open"):
+                if create:
+                    self._recorder.create_table()
+                _check_format(self._recorder, path)
+        except LedgerError:
+            self.close()
+            raise
+
+    def append(self, records: Sequence[NewRecord]) -> list[Record]:
+        """Append records atomically, sealing each into the hash chain; raise VersionConflict."""
+        if not records:
+            return []
+        for record in records:
+            _check_new_record(record)
+        try:
+            with self._errors("append to"):
+                return self._recorder.seal_and_insert(records, self._mapper)
+        except IntegrityError as error:
+            raise self._conflict(records, error) from error
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[Record]:
+        """Return one stream's records in version order."""
+        with self._errors("read"):
+            rows = self._recorder.select_stream_notifications(stream_id, after_version)
+        return [self._mapper.to_domain_event(row) for row in rows]
+
+    def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Record]:
+        """Return up to `limit` records after a position, in position order."""
+        with self._errors("read"):
+            rows = self._recorder.select_notifications(
+                start=after_position, limit=limit, inclusive_of_start=False
+            )
+        return [self._mapper.to_domain_event(row) for row in rows]
+
+    def head(self) -> tuple[int, str, int]:
+        """Return the anchored head: last position, its chain hash and the record count."""
+        with self._errors("read"):
+            return self._recorder.select_anchor()
+
+    def close(self) -> None:
+        """Release connections."""
+        if self._closed:
+            return
+        self._closed = True
+        datastore = getattr(self, "_datastore", None)
+        if datastore is not None:
+            datastore.close()
+        if self._keepalive is not None:
+            self._keepalive.close()
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Turn eventsourcing's and sqlite3's errors into LedgerError naming the ledger."""
+        if self._closed:
+            raise LedgerError(f"cannot {doing} ledger {self.path}: it is closed")
+        try:
+            yield
+        except (LedgerError, IntegrityError):
+            raise
+        except OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):
+                raise LedgerError(
+                    f"cannot {doing} ledger {self.path}: another writer held it locked for "
+                    f"more than {self.lock_timeout_s} s"
+                ) from error
+            raise LedgerError(f"cannot {doing} ledger {self.path}: {error}") from error
+        except (EventSourcingError, sqlite3.Error) as error:
+            raise LedgerError(f"cannot {doing} ledger {self.path}: {error}") from error
+
+    def _conflict(self, records: Sequence[NewRecord], error: IntegrityError) -> LedgerError:
+        """Name the (stream, version) that made an append fail on the primary key."""
+        seen: set[tuple[str, int]] = set()
+        for record in records:
+            key = (record.stream_id, record.version)
+            if key in seen:
+                return VersionConflict(record.stream_id, record.version)
+            seen.add(key)
+        with self._errors("read"):
+            for record in records:
+                existing = self._recorder.select_events(
+                    record.stream_id, gt=record.version - 1, lte=record.version
+                )
+                if existing:
+                    return VersionConflict(record.stream_id, record.version)
+        return LedgerError(f"cannot append to ledger {self.path}: {error}")
+
+
+def _check_new_record(record: NewRecord) -> None:
+    """Refuse a record whose envelope disagrees with its row (verify would flag it forever)."""
+    envelope = record.envelope
+    for field, value in (
+        ("stream_id", record.stream_id),
+        ("version", record.version),
+        ("type", record.type),
+    ):
+        if envelope.get(field) != value:
+            raise ValueError(
+                f"record {record.stream_id!r} version {record.version}: envelope {field} is "
+                f"{envelope.get(field)!r}, expected {value!r}"
+            )
+    for field in CHAIN_FIELDS:
+        if field in envelope:
+            raise ValueError(
+                f"record {record.stream_id!r} version {record.version}: envelope already "
+                f"carries {field!r}; the ledger seals records itself"
+            )
+    if not isinstance(record.version, int) or record.version < 1:
+        raise ValueError(
+            f"record {record.stream_id!r}: version must be an integer >= 1, not {record.version!r}"
+        )
+
+
+def _check_file(path: str, db_name: str) -> bool:
+    """Check that a path is empty or a titan ledger without changing it; True if new."""
+    file = Path(db_name)
+    if file.is_dir():
+        raise LedgerError(f"ledger path {path} is a directory; expected a SQLite file")
+    if not file.exists() or file.stat().st_size == 0:
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise LedgerError(f"cannot create ledger {path}: {error}") from error
+        return True
+    # Read-only look first: eventsourcing would switch any SQLite file it opens to WAL, and a
+    # file that is not ours must be left exactly as it was.
+    try:
+        probe = sqlite3.connect(f"{file.as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise LedgerError(f"cannot open ledger {path}: {error}") from error
+    try:
+        tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as error:
+        if getattr(error, "sqlite_errorname", "") == "SQLITE_NOTADB":
+            raise LedgerError(
+                f"ledger path {path} is not a SQLite database ({error}); "
+                "expected a titan ledger or a new, empty file"
+            ) from error
+        raise LedgerError(f"cannot open ledger {path}: {error}") from error
+    finally:
+        probe.close()
+    if not tables:
+        return True
+    expected = {"titan_meta", "titan_chain_head", "stored_events"}
+    if not expected <= tables:
+        raise LedgerError(
+            f"{path} is a SQLite database but not a titan ledger: it has tables "
+            f"{sorted(tables)}, a titan ledger has {sorted(expected)} "
+            f"and titan_meta format {LEDGER_FORMAT!r}"
+        )
+    return False
+
+
+def _check_format(recorder: TitanSQLiteRecorder, path: str) -> None:
+    with recorder.datastore.transaction(commit=False) as c:
+        c.execute("SELECT value FROM titan_meta WHERE key = 'format'")
+        row = c.fetchone()
+    found = None if row is None else row[0]
+    if found != LEDGER_FORMAT:
+        raise LedgerError(f"{path} has ledger format {found!r}; this titan reads {LEDGER_FORMAT!r}")
