@@ -23,7 +23,7 @@ class VersionConflict(LedgerError):
 class NewRecord:
     """A record to append: its stream, version, type and envelope (without prev_hash/hash)."""
 
-    __slots__ = ("stream_id", "version", "type", "envelope")
+    __slots__ = ("envelope", "stream_id", "type", "version")
 
     def __init__(self, stream_id: str, version: int, type: str, envelope: dict[str, Any]) -> None:
         self.stream_id = stream_id
@@ -35,7 +35,7 @@ class NewRecord:
 class Record:
     """A sealed ledger record: position (notification id), stream, version, type and envelope."""
 
-    __slots__ = ("position", "stream_id", "version", "type", "envelope", "state")
+    __slots__ = ("envelope", "position", "state", "stream_id", "type", "version")
 
     def __init__(
         self,
@@ -69,13 +69,18 @@ class Ledger(ABC):
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Record]:
         """Return up to `limit` records after a position, in position order."""
 
-    @abstractmethod
     def iter_all(self, after_position: int = 0, batch: int = 1000) -> Iterator[Record]:
         """Stream every record after a position, in position order, in batches."""
+        while True:
+            records = self.read_all(after_position, batch)
+            if not records:
+                return
+            yield from records
+            after_position = records[-1].position
 
     @abstractmethod
-    def head(self) -> tuple[int, str]:
-        """Return the anchored head: last position and its chain hash (0 and genesis if empty)."""
+    def head(self) -> tuple[int, str, int]:
+        """Return the anchored head: last position, its chain hash and the record count."""
 
     @abstractmethod
     def close(self) -> None:

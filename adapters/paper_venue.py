@@ -1,0 +1,151 @@
+"""The built-in paper venue: a seeded model of acks, partial fills, venue rejects and cancels.
+
+It answers the orders titan accepted with the venue reports a real venue would send, as
+commands (RecordOrderAck, RecordFill, RecordCancelled, RecordVenueReject) scheduled at
+future times. Same seed, same reports.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+from schemas import commands as wire
+
+NS_PER_MS = 1_000_000
+
+
+class Common(TypedDict):
+    """The fields every venue report carries."""
+
+    command_id: str
+    account_id: str
+    ts_ns: int
+    actor: str
+
+FEE_BPS = 2  # taker and maker alike, on notional
+
+
+@dataclass(frozen=True)
+class PaperInstrument:
+    """What the paper venue knows of a symbol: its scales and where its price starts."""
+
+    symbol: str
+    price_decimals: int
+    qty_decimals: int
+    start_price_ticks: int
+    volatility_ticks: int
+    min_qty_steps: int
+    max_qty_steps: int
+
+    def price(self, ticks: int) -> str:
+        """A price in ticks as a decimal string."""
+        return _fmt(ticks, self.price_decimals)
+
+    def qty(self, steps: int) -> str:
+        """A quantity in steps as a decimal string."""
+        return _fmt(steps, self.qty_decimals)
+
+
+def _fmt(units: int, decimals: int) -> str:
+    digits = str(abs(units)).rjust(decimals + 1, "0")
+    text = digits if decimals == 0 else digits[:-decimals] + "." + digits[-decimals:]
+    return ("-" if units < 0 else "") + text
+
+
+@dataclass(order=True)
+class Scheduled:
+    """A venue report due at a time; `seq` keeps equal times in the order they were made."""
+
+    ts_ns: int
+    seq: int
+    command: wire.AnyCommand = field(compare=False)
+
+
+@dataclass
+class PaperOrder:
+    """An order the venue is working."""
+
+    order_id: str
+    instrument: PaperInstrument
+    side: str
+    price_ticks: int
+    qty_steps: int
+    filled_steps: int = 0
+
+
+class PaperVenue:
+    """Seeded venue model. `accept()` an order titan accepted; `due(ts)` pops reports up to ts."""
+
+    def __init__(self, rng: random.Random, account_id: str, actor: str = "paper-venue") -> None:
+        self._rng = rng
+        self._account_id = account_id
+        self._actor = actor
+        self._queue: list[Scheduled] = []
+        self._seq = 0
+        self._ids = 0
+        self.working: dict[str, PaperOrder] = {}
+
+    def _next_id(self, prefix: str) -> str:
+        self._ids += 1
+        return f"{prefix}{self._ids:07d}"
+
+    def _schedule(self, ts_ns: int, command: wire.AnyCommand) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, Scheduled(ts_ns, self._seq, command))
+
+
+    def _common(self, ts_ns: int) -> Common:
+        return {"command_id": self._next_id("pv-"), "account_id": self._account_id, "ts_ns": ts_ns, "actor": self._actor}
+
+    def accept(self, order: PaperOrder, ts_ns: int, *, latency_spike: bool = False) -> None:
+        """Plan the venue's reports for an order titan accepted at ts_ns."""
+        rng = self._rng
+        latency_ms = rng.randint(3, 40) + (rng.randint(400, 900) if latency_spike else 0)
+        t = ts_ns + latency_ms * NS_PER_MS
+        if rng.random() < 0.05:
+            self._schedule(t, wire.RecordVenueReject(**self._common(t), order_id=order.order_id, venue_reason="INSUFFICIENT_MARGIN"))
+            return
+        self.working[order.order_id] = order
+        self._schedule(t, wire.RecordOrderAck(**self._common(t), order_id=order.order_id, venue_order_id=self._next_id("V")))
+        roll = rng.random()
+        if roll < 0.75:
+            parts = 1 if order.qty_steps < 2 or rng.random() < 0.5 else 2
+            remaining = order.qty_steps
+            for part in range(parts):
+                t += rng.randint(5, 300) * NS_PER_MS
+                steps = remaining if part == parts - 1 else rng.randint(1, remaining - 1)
+                remaining -= steps
+                self._schedule(t, self._fill(order, steps, t))
+        else:
+            # rests on the book; the venue cancels it later (expiry)
+            t += rng.randint(500, 3000) * NS_PER_MS
+            self._schedule(t, wire.RecordCancelled(**self._common(t), order_id=order.order_id, venue_reason="EXPIRED"))
+
+    def _fill(self, order: PaperOrder, steps: int, ts_ns: int) -> wire.RecordFill:
+        instrument = order.instrument
+        # notional in 1e-8 money units: ticks * steps * 10**(8 - pd - qd); fee = notional * bps
+        notional = order.price_ticks * steps * 10 ** (8 - instrument.price_decimals - instrument.qty_decimals)
+        fee_units = notional * FEE_BPS // 10_000
+        return wire.RecordFill(
+            **self._common(ts_ns),
+            order_id=order.order_id,
+            fill_id=self._next_id("F"),
+            quantity=instrument.qty(steps),
+            price=instrument.price(order.price_ticks),
+            fee=_fmt(fee_units, 8),
+            liquidity="maker",
+        )
+
+    def due(self, ts_ns: int) -> list[wire.AnyCommand]:
+        """Reports due at or before ts_ns, in time order."""
+        ready: list[wire.AnyCommand] = []
+        while self._queue and self._queue[0].ts_ns <= ts_ns:
+            ready.append(heapq.heappop(self._queue).command)
+        return ready
+
+    def pending(self) -> int:
+        """How many reports are still scheduled."""
+        return len(self._queue)

@@ -1,0 +1,294 @@
+"""The `titan` command line. Entry points only build commands and hand them to the bus.
+
+Exit codes (SPEC §8): 0 ok, 1 a check failed, 2 bad usage or input, 3 a dependency unreachable.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import orjson
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from commands.ports import Ledger, LedgerError
+from schemas.policy import PolicyDocument, policy_hash
+
+from . import demo as demo_session
+from .bootstrap import bootstrap, open_ledger
+from .core import compiled_core_active
+from .settings import Settings
+from .submit import InvalidLine, ensure_initialized, submit_lines
+from .version import titan_version
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 3
+
+app = typer.Typer(
+    help="titan: the event-sourced control plane and replayable ledger of the Titan trading system.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+policy_app = typer.Typer(help="Risk policies: show the active one, hash a file, activate one.", no_args_is_help=True)
+ledger_app = typer.Typer(help="The ledger itself: verify its hash chain.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(ledger_app, name="ledger")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+LedgerOpt = Annotated[
+    str | None,
+    typer.Option("--ledger", help="Ledger URL (default: TITAN_LEDGER_URL, else sqlite:///.titan/ledger.db)."),
+]
+AccountOpt = Annotated[str | None, typer.Option("--account", help="Account id (default: TITAN_ACCOUNT_ID, else main).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+def _settings(ledger: str | None = None, account: str | None = None) -> Settings:
+    overrides: dict[str, Any] = {}
+    if ledger:
+        overrides["ledger_url"] = ledger
+    if account:
+        overrides["account_id"] = account
+    return Settings(**overrides)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _print_json(document: Any) -> None:
+    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n")
+
+
+def _open(settings: Settings, *, create: bool = True) -> Ledger:
+    try:
+        return open_ledger(settings.ledger_url, create=create)
+    except LedgerError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+
+
+def _read_policy_file(path: Path) -> PolicyDocument:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read policy file {str(path)!r}: {exc.strerror}", EXIT_BAD_INPUT)
+    try:
+        return PolicyDocument.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in exc.errors())
+        _fail(f"{str(path)!r} is not a valid titan policy: {problems}", EXIT_BAD_INPUT)
+
+
+@app.command()
+def version(as_json: JsonOpt = False) -> None:
+    """Print the version and whether the compiled core is active."""
+    info = {
+        "version": titan_version(),
+        "core": "compiled" if compiled_core_active() else "interpreted",
+        "python": sys.version.split()[0],
+    }
+    if as_json:
+        _print_json(info)
+    else:
+        out.print(f"titan {info['version']} (core: {info['core']}, python {info['python']})")
+
+
+@app.command()
+def init(ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+    """Create the ledger (if needed) with the default policy active for the account."""
+    settings = _settings(ledger, account)
+    bus = bootstrap(settings, ledger=_open(settings))
+    outcome = ensure_initialized(bus, settings.account_id)
+    state = bus.state(settings.account_id)
+    result = {
+        "ledger": settings.ledger_url,
+        "account_id": settings.account_id,
+        "policy_hash": state.policy_hash or None,
+        "initialized": outcome is not None and outcome.outcome == "accepted",
+    }
+    if as_json:
+        _print_json(result)
+    elif result["initialized"]:
+        out.print(f"initialized {settings.ledger_url}: account {settings.account_id}, policy {state.policy_hash}")
+    else:
+        out.print(f"{settings.ledger_url} already has account {settings.account_id} (policy {state.policy_hash or 'none'})")
+
+
+@app.command()
+def submit(
+    file: Annotated[str, typer.Argument(help="A file of JSON-lines commands, or - for standard input.")] = "-",
+    ledger: LedgerOpt = None,
+    account: AccountOpt = None,
+) -> None:
+    """Decide each command of a JSON-lines file in order; print one JSON line per command."""
+    settings = _settings(ledger, account)
+    if file == "-":
+        lines = sys.stdin.buffer.read().splitlines()
+    else:
+        try:
+            lines = Path(file).read_bytes().splitlines()
+        except OSError as exc:
+            _fail(f"cannot read {file!r}: {exc.strerror}", EXIT_BAD_INPUT)
+    bus = bootstrap(settings, ledger=_open(settings))
+    ensure_initialized(bus, settings.account_id)
+    invalid = 0
+    for result in submit_lines(bus, lines):
+        invalid += isinstance(result, InvalidLine)
+        sys.stdout.write(orjson.dumps(result.to_json()).decode() + "\n")
+    sys.stdout.flush()
+    raise typer.Exit(EXIT_BAD_INPUT if invalid else EXIT_OK)
+
+
+@app.command()
+def state(ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the account's mode, policy hash, positions and open orders."""
+    from commands.views import state_view
+
+    settings = _settings(ledger, account)
+    bus = bootstrap(settings, ledger=_open(settings, create=False))
+    view = state_view(bus.ctx.core, bus.state(settings.account_id))
+    if as_json:
+        _print_json(view)
+        return
+    out.print(f"account [bold]{view['account_id']}[/]  mode [bold]{view['mode']}[/]  policy {view['policy_id']} {view['policy_hash']}")
+    positions = Table("venue", "symbol", "quantity", "avg price", "realized pnl", "fees", "mark", title="positions")
+    for p in view["positions"]:
+        positions.add_row(p["venue"], p["symbol"], p["quantity"], p["avg_price"], p["realized_pnl"], p["fees"], p["mark_price"] or "")
+    out.print(positions)
+    orders = Table("order", "venue", "symbol", "side", "price", "qty", "filled", "status", title="open orders")
+    for o in view["open_orders"]:
+        orders.add_row(o["order_id"], o["venue"], o["symbol"], o["side"], o["price"], o["quantity"], o["filled_quantity"], o["status"])
+    out.print(orders)
+
+
+@policy_app.command("hash")
+def policy_hash_cmd(file: Annotated[Path, typer.Argument(help="A policy JSON document.")]) -> None:
+    """Print a policy document's hash (SHA-256 of its canonical JSON)."""
+    out.print(policy_hash(_read_policy_file(file)))
+
+
+@policy_app.command("show")
+def policy_show(ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the account's active policy and its hash."""
+    settings = _settings(ledger, account)
+    bus = bootstrap(settings, ledger=_open(settings, create=False))
+    current = bus.state(settings.account_id)
+    if current.policy is None:
+        _fail(f"account {settings.account_id!r} has no active policy (run `titan init`)", EXIT_BAD_INPUT)
+    document = _active_document(bus.ctx.ledger, settings.account_id, current.policy_hash)
+    result = {"account_id": settings.account_id, "policy_hash": current.policy_hash, "policy": document}
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(f"policy {current.policy.policy_id}  hash {current.policy_hash}")
+        out.print_json(orjson.dumps(document).decode())
+
+
+def _active_document(ledger: Ledger, account_id: str, active_hash: str) -> Any:
+    document: Any = None
+    for record in ledger.read_stream(f"account-{account_id}"):
+        if record.type == "policy.activated.v1" and record.envelope["data"]["policy_hash"] == active_hash:
+            document = record.envelope["data"]["policy"]
+    return document
+
+
+@policy_app.command("activate")
+def policy_activate(
+    file: Annotated[Path, typer.Argument(help="A policy JSON document.")],
+    ledger: LedgerOpt = None,
+    account: AccountOpt = None,
+    actor: Annotated[str, typer.Option(help="Who activates it (recorded).")] = "operator",
+    as_json: JsonOpt = False,
+) -> None:
+    """Activate a policy for the account (recorded in the ledger, stamped with the time of receipt)."""
+    from .submit import activate_policy
+
+    document = _read_policy_file(file)
+    settings = _settings(ledger, account)
+    bus = bootstrap(settings, ledger=_open(settings))
+    outcome = activate_policy(bus, settings.account_id, document, actor)
+    if as_json:
+        _print_json(outcome.to_json())
+    else:
+        out.print(f"{outcome.outcome}: policy {policy_hash(document)}" + (f" ({outcome.reason})" if outcome.reason else ""))
+    raise typer.Exit(EXIT_OK if outcome.outcome != "rejected" else EXIT_CHECK_FAILED)
+
+
+@ledger_app.command("verify")
+def ledger_verify(ledger: LedgerOpt = None, as_json: JsonOpt = False) -> None:
+    """Verify the hash chain, per-stream versions, position order and the head anchor."""
+    from replay.chain import verify_ledger
+
+    settings = _settings(ledger)
+    store = _open(settings, create=False)
+    try:
+        report = verify_ledger(store)
+    except LedgerError as exc:
+        _fail(str(exc), EXIT_BAD_INPUT)
+    if as_json:
+        _print_json(report.as_dict())
+    elif report.ok:
+        out.print(f"ok: {report.records_checked} records, {report.streams_checked} streams, head {report.head_position} {report.head_hash}")
+    else:
+        err.print(f"[bold red]ledger verification failed[/] at position {report.position}: {report.code}: {report.message}")
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_CHECK_FAILED)
+
+
+@app.command()
+def demo(
+    seed: Annotated[int, typer.Option(help="Seed of the simulated session (same seed, same ledger).")] = 7,
+    orders: Annotated[int, typer.Option(min=1, max=1_000_000, help="How many order intents to simulate.")] = 200,
+    ledger: LedgerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a seeded simulated trading session through the command bus, then summarize it."""
+    url = ledger or demo_session.fresh_ledger_url(seed)
+    settings = _settings(url)
+    store = _open(settings)
+    if store.head()[2] != 0:
+        _fail(f"ledger {url} is not empty; the demo writes into a new ledger (omit --ledger, or name a new file)", EXIT_BAD_INPUT)
+    bus = bootstrap(settings, ledger=store)
+    summary = demo_session.run(bus, seed=seed, orders=orders, ledger_url=url, progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        _print_json(summary)
+    else:
+        demo_session.print_summary(out, summary)
+
+
+@app.command()
+def bench(
+    commands: Annotated[int, typer.Option(min=1000, help="How many commands per measurement.")] = 100_000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure decisions/s of the compiled and interpreted cores, and durable commands/s (embedded)."""
+    from . import bench as benchmark
+
+    results = benchmark.run(commands)
+    if as_json:
+        _print_json(results)
+    else:
+        benchmark.print_results(out, results)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except ImportError as exc:  # a stale compiled core refuses to load
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(EXIT_UNREACHABLE)
+
+
+
+if __name__ == "__main__":
+    main()
