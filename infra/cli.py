@@ -7,28 +7,36 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import orjson
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
 from commands.ports import Ledger, LedgerError
-from schemas.policy import PolicyDocument, policy_hash
+from schemas.policy import policy_hash
 
 from . import demo as demo_session
-from .bootstrap import bootstrap, open_ledger
+from .bootstrap import bootstrap
+from .cli_common import (
+    EXIT_BAD_INPUT,
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    AccountOpt,
+    JsonOpt,
+    LedgerOpt,
+    err,
+    out,
+)
+from .cli_common import fail as _fail
+from .cli_common import open_or_fail as _open
+from .cli_common import print_json as _print_json
+from .cli_common import read_policy_file as _read_policy_file
+from .cli_common import settings_for as _settings
 from .core import compiled_core_active
-from .settings import Settings
 from .submit import InvalidLine, ensure_initialized, submit_lines
 from .version import titan_version
-
-EXIT_OK = 0
-EXIT_CHECK_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_UNREACHABLE = 3
 
 app = typer.Typer(
     help="titan: the event-sourced control plane and replayable ledger of the Titan trading system.",
@@ -40,54 +48,6 @@ policy_app = typer.Typer(help="Risk policies: show the active one, hash a file, 
 ledger_app = typer.Typer(help="The ledger itself: verify its hash chain.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(ledger_app, name="ledger")
-
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-LedgerOpt = Annotated[
-    str | None,
-    typer.Option("--ledger", help="Ledger URL (default: TITAN_LEDGER_URL, else sqlite:///.titan/ledger.db)."),
-]
-AccountOpt = Annotated[str | None, typer.Option("--account", help="Account id (default: TITAN_ACCOUNT_ID, else main).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
-
-
-def _settings(ledger: str | None = None, account: str | None = None) -> Settings:
-    overrides: dict[str, Any] = {}
-    if ledger:
-        overrides["ledger_url"] = ledger
-    if account:
-        overrides["account_id"] = account
-    return Settings(**overrides)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
-
-
-def _print_json(document: Any) -> None:
-    sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n")
-
-
-def _open(settings: Settings, *, create: bool = True) -> Ledger:
-    try:
-        return open_ledger(settings.ledger_url, create=create)
-    except LedgerError as exc:
-        _fail(str(exc), EXIT_BAD_INPUT)
-
-
-def _read_policy_file(path: Path) -> PolicyDocument:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        _fail(f"cannot read policy file {str(path)!r}: {exc.strerror}", EXIT_BAD_INPUT)
-    try:
-        return PolicyDocument.model_validate_json(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in exc.errors())
-        _fail(f"{str(path)!r} is not a valid titan policy: {problems}", EXIT_BAD_INPUT)
-
 
 @app.command()
 def version(as_json: JsonOpt = False) -> None:
@@ -278,6 +238,12 @@ def bench(
         _print_json(results)
     else:
         benchmark.print_results(out, results)
+
+
+# Areas register their own commands: each infra/cli_<area>.py has register(app, groups).
+GROUPS: dict[str, typer.Typer] = {"policy": policy_app, "ledger": ledger_app}
+for _area in ():
+    _area.register(app, GROUPS)
 
 
 def main() -> None:
