@@ -56,6 +56,75 @@ class Context:
         self.accounts = AccountCache(core, ledger)
 
 
+class Decision:
+    """One command decided against a state: the records to append and the state after them."""
+
+    __slots__ = ("records", "state", "outcome", "reason", "events")
+
+    def __init__(self, records: list[NewRecord], state: Any, outcome: str, reason: str, events: int) -> None:
+        self.records = records
+        self.state = state
+        self.outcome = outcome
+        self.reason = reason
+        self.events = events
+
+
+def decide_records(command: wire.AnyCommand, state: Any, version: int, core: Any) -> Decision:
+    """Decide a command against an account state at a stream version, and build its records:
+    the events (envelopes without hashes) followed by the command record. Pure: the live handler,
+    the group-commit writer and `titan replay verify` all build records through this one function.
+    """
+    stream_id = account_stream(command.account_id)
+    record_stream = command_stream(command.command_id)
+    events = core.decider.decide(to_core(command, core), state)
+    reason = core.decider.refusal_reason(events)
+    records: list[NewRecord] = []
+    new_state = state
+    for index, event in enumerate(events):
+        type_name = event.type_name()
+        records.append(
+            NewRecord(
+                stream_id,
+                version + index + 1,
+                type_name,
+                envelope(
+                    command,
+                    stream_id=stream_id,
+                    version=version + index + 1,
+                    type_name=type_name,
+                    ts_ns=event.ts_ns,
+                    event_id=event_id(command.command_id, index),
+                    causation_id=command.command_id,
+                    policy_hash=state.policy_hash,
+                    data=event.to_data(),
+                ),
+            )
+        )
+        new_state = core.decider.evolve(new_state, event)
+    ids = [r.envelope["event_id"] for r in records]
+    types = [r.type for r in records]
+    outcome = "rejected" if reason else "accepted"
+    records.append(
+        NewRecord(
+            record_stream,
+            1,
+            COMMAND_RECORDED,
+            envelope(
+                command,
+                stream_id=record_stream,
+                version=1,
+                type_name=COMMAND_RECORDED,
+                ts_ns=command.ts_ns,
+                event_id=f"{command.command_id}.cmd",
+                causation_id=command.causation_id,
+                policy_hash=state.policy_hash,
+                data=command_record_data(command, outcome, reason, ids, types),
+            ),
+        )
+    )
+    return Decision(records, new_state, outcome, reason, len(events))
+
+
 def handle_account_command(command: wire.AnyCommand, ctx: Context) -> Outcome:
     """Decide a command against its account and append its events and command record atomically.
 
@@ -66,62 +135,15 @@ def handle_account_command(command: wire.AnyCommand, ctx: Context) -> Outcome:
         previous = ctx.ledger.read_stream(record_stream)
         if previous:
             return duplicate_outcome(previous[0])
-        stream_id = account_stream(command.account_id)
-        state, version = ctx.accounts.current(command.account_id, stream_id)
-        core_command = to_core(command, ctx.core)
-        events = ctx.core.decider.decide(core_command, state)
-        reason = ctx.core.decider.refusal_reason(events)
-        records: list[NewRecord] = []
-        new_state = state
-        for index, event in enumerate(events):
-            type_name = event.type_name()
-            records.append(
-                NewRecord(
-                    stream_id,
-                    version + index + 1,
-                    type_name,
-                    envelope(
-                        command,
-                        stream_id=stream_id,
-                        version=version + index + 1,
-                        type_name=type_name,
-                        ts_ns=event.ts_ns,
-                        event_id=event_id(command.command_id, index),
-                        causation_id=command.command_id,
-                        policy_hash=state.policy_hash,
-                        data=event.to_data(),
-                    ),
-                )
-            )
-            new_state = ctx.core.decider.evolve(new_state, event)
-        ids = [r.envelope["event_id"] for r in records]
-        types = [r.type for r in records]
-        outcome = "rejected" if reason else "accepted"
-        records.append(
-            NewRecord(
-                record_stream,
-                1,
-                COMMAND_RECORDED,
-                envelope(
-                    command,
-                    stream_id=record_stream,
-                    version=1,
-                    type_name=COMMAND_RECORDED,
-                    ts_ns=command.ts_ns,
-                    event_id=f"{command.command_id}.cmd",
-                    causation_id=command.causation_id,
-                    policy_hash=state.policy_hash,
-                    data=command_record_data(command, outcome, reason, ids, types),
-                ),
-            )
-        )
+        state, version = ctx.accounts.current(command.account_id, account_stream(command.account_id))
+        decision = decide_records(command, state, version, ctx.core)
         try:
-            sealed = ctx.ledger.append(records)
+            sealed = ctx.ledger.append(decision.records)
         except VersionConflict:
             continue  # another writer got there first: catch up and decide again
-        ctx.accounts.store(command.account_id, new_state, version + len(events))
+        ctx.accounts.store(command.account_id, decision.state, version + decision.events)
         refs = [{"type": r.type, "event_id": r.envelope["event_id"]} for r in sealed[:-1]]
-        return Outcome(command.command_id, outcome, reason or None, refs, sealed[-1].position)
+        return Outcome(command.command_id, decision.outcome, decision.reason or None, refs, sealed[-1].position)
     raise RuntimeError(f"command {command.command_id}: {MAX_ATTEMPTS} version conflicts in a row")
 
 
