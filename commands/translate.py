@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, assert_never
 
 from schemas import commands as wire
 from schemas.policy import policy_hash
@@ -16,12 +16,8 @@ class InvalidCommand(ValueError):
         self.field = field
 
 
-class UnsupportedCommand(InvalidCommand):
-    """A valid command type that this version of the core does not decide yet."""
-
-
 def to_core(command: wire.AnyCommand, core: Any) -> Any:
-    """Build the core's command for a validated wire command; raise UnsupportedCommand."""
+    """Build the core's command for a validated wire command; raise InvalidCommand."""
     c = core.commands
     if isinstance(command, wire.PlaceOrder):
         return c.PlaceOrder(
@@ -70,8 +66,30 @@ def to_core(command: wire.AnyCommand, core: Any) -> Any:
         return c.Arm(command.command_id, command.ts_ns, command.reason)
     if isinstance(command, wire.Disarm):
         return c.Disarm(command.command_id, command.ts_ns, command.reason)
-    raise UnsupportedCommand(
-        "type",
-        f"{command.type} is a valid titan command, but this version does not decide it yet "
-        "(it arrives with the Brain: truth score, breaker, regime, tail risk, operator actions)"
-    )
+    if isinstance(command, wire.RecordTruthSnapshot):
+        return c.RecordTruthSnapshot(
+            command.command_id,
+            command.ts_ns,
+            command.venue,
+            [p.symbol for p in command.positions],
+            [p.quantity for p in command.positions],
+            list(command.open_order_ids),
+            command.equity,
+            command.venue_ts_ns,
+            command.latency_ms,
+        )
+    if isinstance(command, wire.SetRegime):
+        return c.SetRegime(command.command_id, command.ts_ns, command.regime, command.reason)
+    if isinstance(command, wire.RecordTailRisk):
+        return c.RecordTailRisk(
+            command.command_id, command.ts_ns, command.symbol, command.tail_exponent, command.sample_size, command.method
+        )
+    if isinstance(command, wire.Halt):
+        return c.Halt(command.command_id, command.ts_ns, command.reason)
+    if isinstance(command, wire.Resume):
+        return c.Resume(command.command_id, command.ts_ns, command.reason)
+    if isinstance(command, wire.Flatten):
+        return c.Flatten(
+            command.command_id, command.ts_ns, command.reason, command.policy_hash, command.phase_id or 0, command.intent_id or ""
+        )
+    assert_never(command)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -53,4 +54,60 @@ def state_view(core: Any, state: Any) -> dict[str, Any]:
         "last_ts_ns": state.last_ts_ns,
         "positions": positions,
         "open_orders": orders,
+        **brain_view(core, state),
     }
+
+
+def brain_view(core: Any, state: Any) -> dict[str, Any]:
+    """The Brain's part of the state: breaker, truth, regime, allocation, venues, equity, budget."""
+    brain = state.brain
+    policy = state.policy
+    risk = policy.risk if policy is not None else None
+    money = core.numbers.format_money
+    brain_mod = core.brain
+    venues = {}
+    vq = risk.venue_quality if risk is not None else None
+    for venue in sorted(brain.venues):
+        quality = brain.venues[venue]
+        latency, slippage, samples = brain_mod.venue_means(vq, quality, state.last_ts_ns) if vq is not None else (0, 0, 0)
+        venues[venue] = {
+            "status": quality.status,
+            "mean_ack_latency_ms": latency,
+            "mean_slippage_bps": slippage,
+            "samples": samples,
+        }
+    active = brain_mod.triggers(brain, risk) if risk is not None else []
+    return {
+        "breaker": {
+            "state": brain.breaker,
+            "since_ts_ns": brain.breaker_since_ns,
+            "clear_since_ts_ns": brain.clear_since_ns if brain.clear_since_ns >= 0 else None,
+            "active_triggers": [{"trigger": t.name, "level": t.level, "values": dict(t.values)} for t in active],
+        },
+        "truth": {venue: {"score": r.score, "ts_ns": r.ts_ns} for venue, r in sorted(brain.truth.items())},
+        "regime": brain.regime,
+        "tail_exponents": {s: core.numbers.format_units(e, 4) for s, e in sorted(brain.tail_exponents.items())},
+        "venues": venues,
+        "equity": money(brain.equity_money()) if brain.equity_known else None,
+        "peak_equity": money(brain.peak_equity_money) if brain.equity_known else None,
+        "drawdown_bps": brain_mod.drawdown_bps(brain),
+        "budget": {"day": brain.day, "day_pnl": money(brain.day_pnl_money)},
+        "allowed_phases": list(brain_mod.allowed_phases(state, risk)) if risk is not None else [],
+        "max_leverage": core.numbers.format_units(brain_mod.max_leverage(state, risk), 4)
+        if risk is not None and risk.allocation is not None
+        else None,
+    }
+
+
+BREAKER_TRANSITIONED = "breaker.transitioned.v1"
+
+
+def breaker_history(records: Iterable[Any]) -> list[dict[str, Any]]:
+    """Every breaker transition of an account stream, with its trigger, values, actor and time."""
+    history = []
+    for record in records:
+        if record.type != BREAKER_TRANSITIONED:
+            continue
+        envelope = record.envelope
+        history.append({**envelope["data"], "ts_ns": envelope["ts_ns"], "actor": envelope["actor"], "position": record.position})
+    return history

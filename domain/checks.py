@@ -10,9 +10,17 @@ from __future__ import annotations
 from typing import Final
 
 from . import reasons
+from .brain import (
+    allowed_phases,
+    drawdown_bps,
+    max_leverage,
+    size_factor_bps,
+    truth_for_venue,
+    venue_quality,
+)
 from .commands import PlaceOrder
 from .events import FAIL, PASS, Check
-from .model import ARMED, BUY, LIMIT, Order, State
+from .model import ARMED, BUY, LIMIT, VENUE_HALTED, Order, State
 from .numbers import (
     BPS,
     NS_PER_SECOND,
@@ -23,6 +31,7 @@ from .numbers import (
     parse_units,
 )
 from .policy import PAPER_VENUE, Instrument, Policy
+from .risk_policy import HALTED, NORMAL, RATIO_DECIMALS, RiskPolicy
 
 
 def verdict(ok: bool) -> str:
@@ -104,37 +113,7 @@ def limit_checks(
     price = priced.price_units
     signed = qty if cmd.side == BUY else -qty
     notional = instrument.notional_money(price, qty)
-
-    checks.append(
-        Check(
-            "max_order_qty",
-            format_units(qty, instrument.qty_decimals),
-            format_units(instrument.max_order_qty_units, instrument.qty_decimals),
-            verdict(qty <= instrument.max_order_qty_units),
-        )
-    )
-    codes.append(reasons.MAX_ORDER_QTY)
-
-    checks.append(
-        Check(
-            "max_order_notional",
-            format_money(notional),
-            format_money(policy.max_order_notional_money),
-            verdict(notional <= policy.max_order_notional_money),
-        )
-    )
-    codes.append(reasons.MAX_ORDER_NOTIONAL)
-
-    deviation_bps = div_ceil(abs(price - priced.reference_units) * BPS, priced.reference_units)
-    checks.append(
-        Check(
-            "price_collar_bps",
-            str(deviation_bps),
-            str(policy.price_collar_bps),
-            verdict(deviation_bps <= policy.price_collar_bps),
-        )
-    )
-    codes.append(reasons.PRICE_COLLAR)
+    risk = policy.risk
 
     position = state.positions.get(instrument.key)
     position_qty = position.qty_units if position is not None else 0
@@ -150,6 +129,48 @@ def limit_checks(
             pending_same_side += order.signed_remaining_units()
             if order.reduce_only:
                 pending_reduce_only += order.remaining_units()
+    gross = open_notional + notional
+    for key, held in state.positions.items():
+        mark = state.marks.get(key, 0)
+        gross += held.instrument.notional_money(mark, abs(held.qty_units))
+
+    if risk.any() or state.brain.breaker != NORMAL:
+        brain_checks(cmd, state, risk, instrument, gross, checks, codes)
+    factor = size_factor_bps(state, risk, instrument.venue)
+    max_qty = instrument.max_order_qty_units * factor // BPS
+    max_notional = policy.max_order_notional_money * factor // BPS
+
+    checks.append(
+        Check(
+            "max_order_qty",
+            format_units(qty, instrument.qty_decimals),
+            format_units(max_qty, instrument.qty_decimals),
+            verdict(qty <= max_qty),
+        )
+    )
+    codes.append(reasons.MAX_ORDER_QTY)
+
+    checks.append(
+        Check(
+            "max_order_notional",
+            format_money(notional),
+            format_money(max_notional),
+            verdict(notional <= max_notional),
+        )
+    )
+    codes.append(reasons.MAX_ORDER_NOTIONAL)
+
+    deviation_bps = div_ceil(abs(price - priced.reference_units) * BPS, priced.reference_units)
+    checks.append(
+        Check(
+            "price_collar_bps",
+            str(deviation_bps),
+            str(policy.price_collar_bps),
+            verdict(deviation_bps <= policy.price_collar_bps),
+        )
+    )
+    codes.append(reasons.PRICE_COLLAR)
+
     projected = abs(position_qty + pending_same_side + signed)
     projected_notional = instrument.notional_money(price, projected)
     checks.append(
@@ -162,10 +183,6 @@ def limit_checks(
     )
     codes.append(reasons.MAX_POSITION_NOTIONAL)
 
-    gross = open_notional + notional
-    for key, held in state.positions.items():
-        mark = state.marks.get(key, 0)
-        gross += held.instrument.notional_money(mark, abs(held.qty_units))
     checks.append(
         Check(
             "max_gross_exposure",
@@ -228,6 +245,71 @@ def limit_checks(
     )
     codes.append(reasons.DUPLICATE_CLIENT_ORDER_ID)
     return checks, codes
+
+
+def brain_checks(
+    cmd: PlaceOrder, state: State, risk: RiskPolicy, instrument: Instrument, gross_money: int, checks: list[Check], codes: list[str]
+) -> None:
+    """The Brain's checks, each recorded only when the policy has its section (so ledgers from
+    before the Brain replay to identical events). Reduce-only orders pass every one of them:
+    they take risk off."""
+    brain = state.brain
+    reducing = cmd.reduce_only
+    if risk.breaker is not None or brain.breaker != NORMAL:
+        checks.append(
+            Check("breaker", brain.breaker, "NORMAL or DEFENSIVE; reduce-only while HALTED", verdict(reducing or brain.breaker != HALTED))
+        )
+        codes.append(reasons.BREAKER_HALTED)
+    truth = risk.truth
+    if truth is not None:
+        score, stale = truth_for_venue(brain, truth, instrument.venue, cmd.ts_ns)
+        value = ("stale:" + str(score)) if stale and instrument.venue in brain.truth else ("none" if stale else str(score))
+        ok = reducing or (not stale and score >= truth.min_score_for_new_risk)
+        checks.append(Check("truth_score", value, str(truth.min_score_for_new_risk), verdict(ok)))
+        codes.append(reasons.TRUTH_SCORE_LOW)
+    if risk.venue_quality is not None:
+        status = venue_quality(brain, instrument.venue).status
+        checks.append(Check("venue_status", status, "OK or DEGRADED", verdict(reducing or status != VENUE_HALTED)))
+        codes.append(reasons.VENUE_HALTED)
+    if risk.allocation is not None:
+        allowed = allowed_phases(state, risk)
+        names: list[str] = []
+        for phase in allowed:
+            names.append(str(phase))
+        checks.append(
+            Check("phase", str(cmd.phase_id), ",".join(names) if names else "none", verdict(reducing or cmd.phase_id in allowed))
+        )
+        codes.append(reasons.PHASE_NOT_ALLOWED)
+        equity = brain.equity_money()
+        cap = max_leverage(state, risk)
+        leverage = gross_money * BPS // equity if equity > 0 else -1
+        value = format_units(leverage, RATIO_DECIMALS) if leverage >= 0 else "no equity"
+        checks.append(
+            Check("leverage", value, format_units(cap, RATIO_DECIMALS), verdict(reducing or (leverage >= 0 and leverage <= cap)))
+        )
+        codes.append(reasons.MAX_LEVERAGE)
+    budget = risk.budget
+    if budget is not None:
+        loss = max(0, -brain.day_pnl_money)
+        checks.append(
+            Check(
+                "daily_loss",
+                format_money(loss),
+                format_money(budget.daily_loss_limit_money),
+                verdict(reducing or budget.daily_loss_limit_money == 0 or loss < budget.daily_loss_limit_money),
+            )
+        )
+        codes.append(reasons.DAILY_LOSS_LIMIT)
+        drawdown = drawdown_bps(brain)
+        checks.append(
+            Check(
+                "drawdown_bps",
+                str(drawdown),
+                str(budget.max_drawdown_bps),
+                verdict(reducing or budget.max_drawdown_bps == 0 or drawdown < budget.max_drawdown_bps),
+            )
+        )
+        codes.append(reasons.MAX_DRAWDOWN)
 
 
 def new_order(cmd: PlaceOrder, order_id: str, instrument: Instrument, priced: Priced, status: str) -> Order:

@@ -144,3 +144,75 @@ class Disarm(Command):
     def __init__(self, command_id: str, ts_ns: int, reason: str) -> None:
         super().__init__(command_id, ts_ns)
         self.reason: Final = reason
+
+
+class RecordTruthSnapshot(Command):
+    """What a venue reports: positions (parallel symbol/quantity lists), open orders, equity, time."""
+
+    def __init__(
+        self,
+        command_id: str,
+        ts_ns: int,
+        venue: str,
+        symbols: list[str],
+        quantities: list[str],
+        open_order_ids: list[str],
+        equity: str,
+        venue_ts_ns: int,
+        latency_ms: int,
+    ) -> None:
+        super().__init__(command_id, ts_ns)
+        self.venue: Final = venue
+        self.symbols: Final = symbols
+        self.quantities: Final = quantities
+        self.open_order_ids: Final = open_order_ids
+        self.equity: Final = equity
+        self.venue_ts_ns: Final = venue_ts_ns
+        self.latency_ms: Final = latency_ms
+
+
+class SetRegime(Command):
+    """The market regime changed (RISK_ON, NEUTRAL, RISK_OFF, CRASH)."""
+
+    def __init__(self, command_id: str, ts_ns: int, regime: str, reason: str) -> None:
+        super().__init__(command_id, ts_ns)
+        self.regime: Final = regime
+        self.reason: Final = reason
+
+
+class RecordTailRisk(Command):
+    """A power-law tail exponent estimate for a symbol."""
+
+    def __init__(self, command_id: str, ts_ns: int, symbol: str, tail_exponent: str, sample_size: int, method: str) -> None:
+        super().__init__(command_id, ts_ns)
+        self.symbol: Final = symbol
+        self.tail_exponent: Final = tail_exponent
+        self.sample_size: Final = sample_size
+        self.method: Final = method
+
+
+class Halt(Command):
+    """An operator halts the account: the breaker goes HALTED."""
+
+    def __init__(self, command_id: str, ts_ns: int, reason: str) -> None:
+        super().__init__(command_id, ts_ns)
+        self.reason: Final = reason
+
+
+class Flatten(Command):
+    """An operator flattens: HALTED, cancel every open order, close every position reduce-only."""
+
+    def __init__(self, command_id: str, ts_ns: int, reason: str, policy_hash: str, phase_id: int, intent_id: str) -> None:
+        super().__init__(command_id, ts_ns)
+        self.reason: Final = reason
+        self.policy_hash: Final = policy_hash
+        self.phase_id: Final = phase_id
+        self.intent_id: Final = intent_id
+
+
+class Resume(Command):
+    """An operator re-enables trading from HALTED (refused while any trigger is active)."""
+
+    def __init__(self, command_id: str, ts_ns: int, reason: str) -> None:
+        super().__init__(command_id, ts_ns)
+        self.reason: Final = reason

@@ -9,6 +9,16 @@ from __future__ import annotations
 from typing import Final
 
 from . import reasons
+from .brain import (
+    breaker_step,
+    day_roll,
+    next_brain,
+    track_clear,
+    trigger_summary,
+    triggers,
+    truth_snapshot,
+    venue_changes,
+)
 from .checks import count_since, limit_checks, mode_check, new_order, read_numbers
 from .commands import (
     ActivatePolicy,
@@ -16,15 +26,22 @@ from .commands import (
     CancelOrder,
     Command,
     Disarm,
+    Flatten,
+    Halt,
     PlaceOrder,
     RecordCancelled,
     RecordFill,
     RecordOrderAck,
+    RecordTailRisk,
+    RecordTruthSnapshot,
     RecordVenueReject,
+    Resume,
+    SetRegime,
 )
 from .events import (
     FAIL,
     PASS,
+    BreakerTransitioned,
     Check,
     CommandRejected,
     Event,
@@ -37,6 +54,8 @@ from .events import (
     OrderRejected,
     OrderVenueRejected,
     PolicyActivated,
+    RegimeChanged,
+    TailRiskRecorded,
     is_terminal,
 )
 from .model import (
@@ -47,7 +66,9 @@ from .model import (
     CLOSED_ORDER_MEMORY,
     DISARMED,
     FILLED,
+    LIMIT,
     PARTIALLY_FILLED,
+    SELL,
     VENUE_REJECTED,
     ClosedOrder,
     Order,
@@ -56,6 +77,7 @@ from .model import (
 )
 from .model import initial_state as _initial_state
 from .numbers import (
+    BPS,
     MONEY_DECIMALS,
     NS_PER_MS,
     NS_PER_SECOND,
@@ -65,6 +87,7 @@ from .numbers import (
     parse_units,
 )
 from .policy import Instrument
+from .risk_policy import DEFENSIVE, HALTED, NORMAL, RATIO_DECIMALS
 
 ORDER_ID_PREFIX: Final = "ord-"
 
@@ -83,9 +106,35 @@ def order_id_for(command_id: str) -> str:
 
 
 def decide(command: Command, state: State) -> list[Event]:
-    """Decide one command against the state; return the events it causes (refusals included)."""
+    """Decide one command against the state; return the events it causes (refusals included).
+
+    Around the command's own events the Brain may add: the budget day's roll before them, and
+    venue-status changes and a breaker transition after them (judged on the state they leave).
+    """
     if command.ts_ns < state.last_ts_ns:
         return [_stale(command, state)]
+    policy = state.policy
+    if policy is None or (not policy.risk.any() and state.brain.breaker == NORMAL):
+        return _decide_command(command, state)
+    events: list[Event] = []
+    current = state
+    roll = day_roll(current, command.ts_ns)
+    if roll is not None:
+        events.append(roll)
+        current = evolve(current, roll)
+    for event in _decide_command(command, current):
+        events.append(event)
+        current = evolve(current, event)
+    for change in venue_changes(current, command.ts_ns):
+        events.append(change)
+        current = evolve(current, change)
+    transition = breaker_step(current, command.ts_ns)
+    if transition is not None:
+        events.append(transition)
+    return events
+
+
+def _decide_command(command: Command, state: State) -> list[Event]:
     if isinstance(command, PlaceOrder):
         return [_place_order(command, state)]
     if isinstance(command, RecordFill):
@@ -104,6 +153,18 @@ def decide(command: Command, state: State) -> list[Event]:
         return [_set_mode(command.ts_ns, state, True, command.reason, "Arm")]
     if isinstance(command, Disarm):
         return [_set_mode(command.ts_ns, state, False, command.reason, "Disarm")]
+    if isinstance(command, RecordTruthSnapshot):
+        return [_record_truth(command, state)]
+    if isinstance(command, SetRegime):
+        return [_set_regime(command, state)]
+    if isinstance(command, RecordTailRisk):
+        return [_record_tail_risk(command, state)]
+    if isinstance(command, Halt):
+        return [_halt(command, state)]
+    if isinstance(command, Resume):
+        return [_resume(command, state)]
+    if isinstance(command, Flatten):
+        return _flatten(command, state)
     raise TypeError("the execution decider has no rule for " + type(command).__name__)
 
 
@@ -339,6 +400,116 @@ def _set_mode(ts_ns: int, state: State, arm: bool, reason: str, name: str) -> Ev
     return ModeChanged(ts_ns, arm, state.mode, reason)
 
 
+def _section_missing(command: Command, section: str) -> Event:
+    detail = {"section": section}
+    return CommandRejected(command.ts_ns, command_type_name(command), reasons.POLICY_SECTION_MISSING, detail)
+
+
+def _record_truth(cmd: RecordTruthSnapshot, state: State) -> Event:
+    policy = state.policy
+    if policy is None:
+        return CommandRejected(cmd.ts_ns, "RecordTruthSnapshot", reasons.NO_ACTIVE_POLICY, {})
+    truth = policy.risk.truth
+    if truth is None:
+        return _section_missing(cmd, "truth")
+    equity = parse_units(cmd.equity, MONEY_DECIMALS)
+    if not equity.ok or len(cmd.symbols) != len(cmd.quantities):
+        detail = {"equity": cmd.equity, "accepted": "a decimal with at most 8 decimals"}
+        return CommandRejected(cmd.ts_ns, "RecordTruthSnapshot", reasons.INVALID_SNAPSHOT, detail)
+    return truth_snapshot(
+        cmd.ts_ns, state, truth, cmd.venue, cmd.symbols, cmd.quantities, cmd.open_order_ids,
+        equity.units, cmd.venue_ts_ns, cmd.latency_ms,
+    )
+
+
+def _set_regime(cmd: SetRegime, state: State) -> Event:
+    policy = state.policy
+    if policy is None:
+        return CommandRejected(cmd.ts_ns, "SetRegime", reasons.NO_ACTIVE_POLICY, {})
+    if policy.risk.allocation is None:
+        return _section_missing(cmd, "allocation")
+    if cmd.regime == state.brain.regime:
+        return CommandRejected(cmd.ts_ns, "SetRegime", reasons.REGIME_UNCHANGED, {"regime": cmd.regime})
+    return RegimeChanged(cmd.ts_ns, state.brain.regime, cmd.regime, cmd.reason)
+
+
+def _record_tail_risk(cmd: RecordTailRisk, state: State) -> Event:
+    policy = state.policy
+    if policy is None:
+        return CommandRejected(cmd.ts_ns, "RecordTailRisk", reasons.NO_ACTIVE_POLICY, {})
+    tail = policy.risk.tail
+    if tail is None:
+        return _section_missing(cmd, "tail_risk")
+    exponent = parse_units(cmd.tail_exponent, RATIO_DECIMALS)
+    if not exponent.ok:
+        detail = {"tail_exponent": cmd.tail_exponent, "accepted": "a decimal with at most 4 decimals"}
+        return CommandRejected(cmd.ts_ns, "RecordTailRisk", reasons.INVALID_SNAPSHOT, detail)
+    return TailRiskRecorded(cmd.ts_ns, cmd.symbol, exponent.units, tail.min_tail_exponent, cmd.sample_size, cmd.method)
+
+
+def _halt(cmd: Halt, state: State) -> Event:
+    if state.brain.breaker == HALTED:
+        return CommandRejected(cmd.ts_ns, "Halt", reasons.ALREADY_HALTED, {"breaker": HALTED})
+    return BreakerTransitioned(cmd.ts_ns, state.brain.breaker, HALTED, "operator", cmd.reason, {})
+
+
+def _resume(cmd: Resume, state: State) -> Event:
+    if state.brain.breaker != HALTED:
+        return CommandRejected(cmd.ts_ns, "Resume", reasons.NOT_HALTED, {"breaker": state.brain.breaker})
+    policy = state.policy
+    active = triggers(state.brain, policy.risk) if policy is not None else []
+    if active:
+        return CommandRejected(cmd.ts_ns, "Resume", reasons.RESUME_BLOCKED, trigger_summary(active))
+    return BreakerTransitioned(cmd.ts_ns, HALTED, NORMAL, "operator_resume", cmd.reason, {})
+
+
+def _closing_price(mark_units: int, collar_bps: int, tick_units: int, selling: bool) -> int:
+    """The collar's edge around the mark on the side that lets the order fill, rounded onto the
+    tick toward the mark (so the price stays inside the collar)."""
+    if selling:
+        edge = -((-mark_units * (BPS - collar_bps)) // BPS)
+        return max(tick_units, edge + (tick_units - edge % tick_units) % tick_units)
+    edge = mark_units * (BPS + collar_bps) // BPS
+    return edge - edge % tick_units
+
+
+def _flatten(cmd: Flatten, state: State) -> list[Event]:
+    policy = state.policy
+    if policy is None:
+        return [CommandRejected(cmd.ts_ns, "Flatten", reasons.NO_ACTIVE_POLICY, {})]
+    if cmd.policy_hash != state.policy_hash:
+        detail = {"policy_hash": cmd.policy_hash, "active_policy_hash": state.policy_hash}
+        return [CommandRejected(cmd.ts_ns, "Flatten", reasons.POLICY_HASH_MISMATCH, detail)]
+    events: list[Event] = []
+    if state.brain.breaker != HALTED:
+        events.append(BreakerTransitioned(cmd.ts_ns, state.brain.breaker, HALTED, "operator_flatten", cmd.reason, {}))
+    for order_id in sorted(state.open_orders):
+        if not state.open_orders[order_id].cancel_requested:
+            events.append(OrderCancelRequested(cmd.ts_ns, order_id, "flatten: " + cmd.reason))
+    index = 0
+    for key in sorted(state.positions):
+        position = state.positions[key]
+        if position.qty_units == 0:
+            continue
+        instrument = position.instrument
+        mark = state.marks.get(key, 0)
+        selling = position.qty_units > 0
+        price = _closing_price(mark, policy.price_collar_bps, instrument.tick_units, selling)
+        qty = abs(position.qty_units)
+        order_id = order_id_for(cmd.command_id) + "." + str(index)
+        index += 1
+        checks = [
+            Check("policy_hash", cmd.policy_hash, state.policy_hash, PASS),
+            Check("flatten", format_units(position.qty_units, instrument.qty_decimals), "closes the position", PASS),
+        ]
+        order = Order(
+            order_id, "flatten-" + cmd.command_id + "." + str(index - 1), instrument, SELL if selling else BUY, LIMIT,
+            price, qty, mark, True, cmd.phase_id, cmd.intent_id, ACCEPTED, 0, (), False, cmd.ts_ns,
+        )
+        events.append(OrderAccepted(cmd.ts_ns, order, instrument.notional_money(price, qty), checks))
+    return events
+
+
 # --- evolve -----------------------------------------------------------------------------------
 
 
@@ -377,6 +548,7 @@ def _copy(
         marks,
         order_times_ns,
         message_times_ns,
+        state.brain,
     )
 
 
@@ -426,6 +598,31 @@ def _close_order(state: State, ts_ns: int, order: Order, positions: dict[str, Po
 
 def evolve(state: State, event: Event) -> State:
     """Apply one recorded event to the state; returns a new state."""
+    after = _evolve_orders(state, event)
+    brain = next_brain(state, event)
+    policy = after.policy
+    if policy is not None and brain.breaker == DEFENSIVE:
+        brain = track_clear(brain, policy.risk, event.ts_ns)
+    if brain is after.brain:
+        return after
+    return State(
+        after.account_id,
+        after.mode,
+        after.policy,
+        after.policy_hash,
+        after.last_ts_ns,
+        after.open_orders,
+        after.closed_orders,
+        after.closed_order_ids,
+        after.positions,
+        after.marks,
+        after.order_times_ns,
+        after.message_times_ns,
+        brain,
+    )
+
+
+def _evolve_orders(state: State, event: Event) -> State:
     ts = event.ts_ns
     if isinstance(event, OrderAccepted):
         order = event.order
@@ -505,6 +702,7 @@ def evolve(state: State, event: Event) -> State:
             state.marks,
             state.order_times_ns,
             state.message_times_ns,
+            state.brain,
         )
     if isinstance(event, ModeChanged):
         return State(
@@ -520,6 +718,7 @@ def evolve(state: State, event: Event) -> State:
             state.marks,
             state.order_times_ns,
             state.message_times_ns,
+            state.brain,
         )
     # Refusals change nothing but the stream's time.
     return _advance(state, ts)

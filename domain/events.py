@@ -23,6 +23,12 @@ ORDER_VENUE_REJECTED: Final = "order.venue_rejected.v1"
 ORDER_FILLED: Final = "order.filled.v1"
 ORDER_CANCELLED: Final = "order.cancelled.v1"
 COMMAND_REJECTED: Final = "command.rejected.v1"
+TRUTH_RECORDED: Final = "truth.snapshot_recorded.v1"
+BREAKER_TRANSITIONED: Final = "breaker.transitioned.v1"
+VENUE_STATUS_CHANGED: Final = "venue.status_changed.v1"
+REGIME_CHANGED: Final = "regime.changed.v1"
+TAIL_RISK_RECORDED: Final = "tail_risk.recorded.v1"
+DAY_ROLLED: Final = "budget.day_rolled.v1"
 
 EVENT_TYPES: Final = (
     POLICY_ACTIVATED,
@@ -36,6 +42,12 @@ EVENT_TYPES: Final = (
     ORDER_FILLED,
     ORDER_CANCELLED,
     COMMAND_REJECTED,
+    TRUTH_RECORDED,
+    BREAKER_TRANSITIONED,
+    VENUE_STATUS_CHANGED,
+    REGIME_CHANGED,
+    TAIL_RISK_RECORDED,
+    DAY_ROLLED,
 )
 
 PASS: Final = "pass"
@@ -348,6 +360,185 @@ class CommandRejected(Event):
         return {"command_type": self.command_type, "reason": self.reason, "detail": detail}
 
 
+def _str_map(values: dict[str, str]) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for key in sorted(values):
+        result[key] = values[key]
+    return result
+
+
+class TruthComponent:
+    """One component of a truth score: what was measured, its 0-100 score and its weight."""
+
+    def __init__(self, name: str, value: str, score: int, weight: int) -> None:
+        self.name: Final = name
+        self.value: Final = value
+        self.score: Final = score
+        self.weight: Final = weight
+
+    def to_data(self) -> dict[str, object]:
+        """Wire form."""
+        return {"component": self.name, "value": self.value, "score": self.score, "weight": self.weight}
+
+
+class TruthRecorded(Event):
+    """A venue's view compared with ours: the score, each component, and what disagreed."""
+
+    def __init__(
+        self,
+        ts_ns: int,
+        venue: str,
+        score: int,
+        components: list[TruthComponent],
+        equity_money: int,
+        venue_ts_ns: int,
+        latency_ms: int,
+        drifts: dict[str, str],
+        orphan_order_ids: list[str],
+        missing_order_ids: list[str],
+    ) -> None:
+        super().__init__(ts_ns)
+        self.venue: Final = venue
+        self.score: Final = score
+        self.components: Final = components
+        self.equity_money: Final = equity_money
+        self.venue_ts_ns: Final = venue_ts_ns
+        self.latency_ms: Final = latency_ms
+        self.drifts: Final = drifts
+        self.orphan_order_ids: Final = orphan_order_ids
+        self.missing_order_ids: Final = missing_order_ids
+
+    def type_name(self) -> str:
+        return TRUTH_RECORDED
+
+    def to_data(self) -> dict[str, object]:
+        components: list[object] = []
+        for component in self.components:
+            components.append(component.to_data())
+        orphans: list[object] = list(self.orphan_order_ids)
+        missing: list[object] = list(self.missing_order_ids)
+        return {
+            "venue": self.venue,
+            "score": self.score,
+            "components": components,
+            "equity": format_money(self.equity_money),
+            "venue_ts_ns": self.venue_ts_ns,
+            "latency_ms": self.latency_ms,
+            "drifts": _str_map(self.drifts),
+            "orphan_order_ids": orphans,
+            "missing_order_ids": missing,
+        }
+
+
+class BreakerTransitioned(Event):
+    """The circuit breaker moved, with the trigger and the values that moved it."""
+
+    def __init__(self, ts_ns: int, from_state: str, to_state: str, trigger: str, reason: str, values: dict[str, str]) -> None:
+        super().__init__(ts_ns)
+        self.from_state: Final = from_state
+        self.to_state: Final = to_state
+        self.trigger: Final = trigger
+        self.reason: Final = reason
+        self.values: Final = values
+
+    def type_name(self) -> str:
+        return BREAKER_TRANSITIONED
+
+    def to_data(self) -> dict[str, object]:
+        return {
+            "from_state": self.from_state,
+            "to_state": self.to_state,
+            "trigger": self.trigger,
+            "reason": self.reason,
+            "values": _str_map(self.values),
+        }
+
+
+class VenueStatusChanged(Event):
+    """A venue's quality crossed a threshold (OK, DEGRADED, HALTED)."""
+
+    def __init__(
+        self, ts_ns: int, venue: str, from_status: str, to_status: str, slippage_bps: int, ack_latency_ms: int, samples: int
+    ) -> None:
+        super().__init__(ts_ns)
+        self.venue: Final = venue
+        self.from_status: Final = from_status
+        self.to_status: Final = to_status
+        self.slippage_bps: Final = slippage_bps
+        self.ack_latency_ms: Final = ack_latency_ms
+        self.samples: Final = samples
+
+    def type_name(self) -> str:
+        return VENUE_STATUS_CHANGED
+
+    def to_data(self) -> dict[str, object]:
+        return {
+            "venue": self.venue,
+            "from_status": self.from_status,
+            "to_status": self.to_status,
+            "mean_slippage_bps": self.slippage_bps,
+            "mean_ack_latency_ms": self.ack_latency_ms,
+            "samples": self.samples,
+        }
+
+
+class RegimeChanged(Event):
+    def __init__(self, ts_ns: int, from_regime: str, to_regime: str, reason: str) -> None:
+        super().__init__(ts_ns)
+        self.from_regime: Final = from_regime
+        self.to_regime: Final = to_regime
+        self.reason: Final = reason
+
+    def type_name(self) -> str:
+        return REGIME_CHANGED
+
+    def to_data(self) -> dict[str, object]:
+        return {"from_regime": self.from_regime, "to_regime": self.to_regime, "reason": self.reason}
+
+
+class TailRiskRecorded(Event):
+    """A tail-exponent estimate (1e-4 units), and whether it breaches the policy's minimum."""
+
+    def __init__(
+        self, ts_ns: int, symbol: str, exponent: int, minimum: int, sample_size: int, method: str
+    ) -> None:
+        super().__init__(ts_ns)
+        self.symbol: Final = symbol
+        self.exponent: Final = exponent
+        self.minimum: Final = minimum
+        self.sample_size: Final = sample_size
+        self.method: Final = method
+
+    def type_name(self) -> str:
+        return TAIL_RISK_RECORDED
+
+    def to_data(self) -> dict[str, object]:
+        return {
+            "symbol": self.symbol,
+            "tail_exponent": format_units(self.exponent, 4),
+            "min_tail_exponent": format_units(self.minimum, 4),
+            "breach": self.exponent < self.minimum,
+            "sample_size": self.sample_size,
+            "method": self.method,
+        }
+
+
+class DayRolled(Event):
+    """The budget day rolled at 00:00 UTC of command time."""
+
+    def __init__(self, ts_ns: int, from_day: int, to_day: int, closed_day_pnl_money: int) -> None:
+        super().__init__(ts_ns)
+        self.from_day: Final = from_day
+        self.to_day: Final = to_day
+        self.closed_day_pnl_money: Final = closed_day_pnl_money
+
+    def type_name(self) -> str:
+        return DAY_ROLLED
+
+    def to_data(self) -> dict[str, object]:
+        return {"from_day": self.from_day, "to_day": self.to_day, "closed_day_pnl": format_money(self.closed_day_pnl_money)}
+
+
 # --- decoding ---------------------------------------------------------------------------------
 
 
@@ -390,6 +581,18 @@ def _obj(data: dict[str, object], key: str) -> dict[str, object]:
     if not isinstance(value, dict):
         raise DecodeError(f"field {key!r} must be an object")
     return value
+
+
+def _str_list(data: dict[str, object], key: str) -> list[str]:
+    raw = data.get(key)
+    if not isinstance(raw, list):
+        raise DecodeError(f"field {key!r} must be a list")
+    result: list[str] = []
+    for item in raw:
+        if not isinstance(item, str):
+            raise DecodeError(f"field {key!r} must hold strings")
+        result.append(item)
+    return result
 
 
 def _units(text: str, decimals: int) -> int:
@@ -519,6 +722,62 @@ def decode_event(type_name: str, ts_ns: int, data: dict[str, object], state: Sta
             document,
             policy_from_document(document),
         )
+    if type_name == TRUTH_RECORDED:
+        components: list[TruthComponent] = []
+        raw_components = data.get("components")
+        if not isinstance(raw_components, list):
+            raise DecodeError("field 'components' must be a list")
+        for item in raw_components:
+            if not isinstance(item, dict):
+                raise DecodeError("each component must be an object")
+            components.append(TruthComponent(_s(item, "component"), _s(item, "value"), _i(item, "score"), _i(item, "weight")))
+        drifts: dict[str, str] = {}
+        raw_drifts = _obj(data, "drifts")
+        for key in sorted(raw_drifts):
+            drifts[key] = _s(raw_drifts, key)
+        return TruthRecorded(
+            ts_ns,
+            _s(data, "venue"),
+            _i(data, "score"),
+            components,
+            _units(_s(data, "equity"), MONEY_DECIMALS),
+            _i(data, "venue_ts_ns"),
+            _i(data, "latency_ms"),
+            drifts,
+            _str_list(data, "orphan_order_ids"),
+            _str_list(data, "missing_order_ids"),
+        )
+    if type_name == BREAKER_TRANSITIONED:
+        values: dict[str, str] = {}
+        raw_values = _obj(data, "values")
+        for key in sorted(raw_values):
+            values[key] = _s(raw_values, key)
+        return BreakerTransitioned(
+            ts_ns, _s(data, "from_state"), _s(data, "to_state"), _s(data, "trigger"), _s(data, "reason"), values
+        )
+    if type_name == VENUE_STATUS_CHANGED:
+        return VenueStatusChanged(
+            ts_ns,
+            _s(data, "venue"),
+            _s(data, "from_status"),
+            _s(data, "to_status"),
+            _i(data, "mean_slippage_bps"),
+            _i(data, "mean_ack_latency_ms"),
+            _i(data, "samples"),
+        )
+    if type_name == REGIME_CHANGED:
+        return RegimeChanged(ts_ns, _s(data, "from_regime"), _s(data, "to_regime"), _s(data, "reason"))
+    if type_name == TAIL_RISK_RECORDED:
+        return TailRiskRecorded(
+            ts_ns,
+            _s(data, "symbol"),
+            _units(_s(data, "tail_exponent"), 4),
+            _units(_s(data, "min_tail_exponent"), 4),
+            _i(data, "sample_size"),
+            _s(data, "method"),
+        )
+    if type_name == DAY_ROLLED:
+        return DayRolled(ts_ns, _i(data, "from_day"), _i(data, "to_day"), _units(_s(data, "closed_day_pnl"), MONEY_DECIMALS))
     if type_name == ACCOUNT_ARMED or type_name == ACCOUNT_DISARMED:
         return ModeChanged(ts_ns, type_name == ACCOUNT_ARMED, _s(data, "previous_mode"), _s(data, "reason"))
     raise DecodeError(f"unknown event type {type_name!r}")

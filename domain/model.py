@@ -134,9 +134,89 @@ class Position:
         self.fees_money: Final = fees_money
 
 
+class TruthReading:
+    """The latest truth score of one venue, and when it was taken (command time)."""
+
+    def __init__(self, score: int, ts_ns: int) -> None:
+        self.score: Final = score
+        self.ts_ns: Final = ts_ns
+
+
+class VenueQuality:
+    """A venue's status and its rolling windows: samples with the command time each was taken
+    (latest last). Samples older than the policy's window_ms no longer count."""
+
+    def __init__(
+        self,
+        status: str,
+        ack_latency_ms: tuple[int, ...],
+        ack_ts_ns: tuple[int, ...],
+        slippage_bps: tuple[int, ...],
+        slippage_ts_ns: tuple[int, ...],
+    ) -> None:
+        self.status: Final = status
+        self.ack_latency_ms: Final = ack_latency_ms
+        self.ack_ts_ns: Final = ack_ts_ns
+        self.slippage_bps: Final = slippage_bps
+        self.slippage_ts_ns: Final = slippage_ts_ns
+
+
+VENUE_OK: Final = "OK"
+VENUE_DEGRADED: Final = "DEGRADED"
+VENUE_HALTED: Final = "HALTED"
+NO_CLEAR: Final = -1
+
+
+class Brain:
+    """The Brain's state: breaker, truth, regime, tail risk, venue quality, equity and budget.
+
+    `clear_since_ns` is the command time since which every breaker trigger has been clear
+    (NO_CLEAR while one is active); `equity_known` is False until a policy with an initial
+    equity or a truth snapshot says what the account holds.
+    """
+
+    def __init__(
+        self,
+        breaker: str,
+        breaker_since_ns: int,
+        clear_since_ns: int,
+        truth: dict[str, TruthReading],
+        regime: str,
+        tail_exponents: dict[str, int],
+        venues: dict[str, VenueQuality],
+        equity_known: bool,
+        equity_base_money: int,
+        pnl_since_base_money: int,
+        peak_equity_money: int,
+        day: int,
+        day_pnl_money: int,
+    ) -> None:
+        self.breaker: Final = breaker
+        self.breaker_since_ns: Final = breaker_since_ns
+        self.clear_since_ns: Final = clear_since_ns
+        self.truth: Final = truth
+        self.regime: Final = regime
+        self.tail_exponents: Final = tail_exponents
+        self.venues: Final = venues
+        self.equity_known: Final = equity_known
+        self.equity_base_money: Final = equity_base_money
+        self.pnl_since_base_money: Final = pnl_since_base_money
+        self.peak_equity_money: Final = peak_equity_money
+        self.day: Final = day
+        self.day_pnl_money: Final = day_pnl_money
+
+    def equity_money(self) -> int:
+        """Equity: the last known base plus realized PnL net of fees since."""
+        return self.equity_base_money + self.pnl_since_base_money
+
+
+def initial_brain() -> Brain:
+    """NORMAL breaker, NEUTRAL regime, nothing measured yet."""
+    return Brain("NORMAL", 0, NO_CLEAR, {}, "NEUTRAL", {}, {}, False, 0, 0, 0, 0, 0)
+
+
 class State:
-    """One account's execution state. Room is left for the Brain's parts (truth, breaker,
-    venue quality, allocation, budgets), which arrive as further fields."""
+    """One account's execution state: mode, policy, orders, positions, rate windows, the Brain."""
 
     def __init__(
         self,
@@ -152,6 +232,7 @@ class State:
         marks: dict[str, int],
         order_times_ns: tuple[int, ...],
         message_times_ns: tuple[int, ...],
+        brain: Brain,
     ) -> None:
         self.account_id: Final = account_id
         self.mode: Final = mode
@@ -165,8 +246,9 @@ class State:
         self.marks: Final = marks
         self.order_times_ns: Final = order_times_ns
         self.message_times_ns: Final = message_times_ns
+        self.brain: Final = brain
 
 
 def initial_state(account_id: str) -> State:
     """A new account: DISARMED, no policy, nothing open."""
-    return State(account_id, DISARMED, None, "", 0, {}, {}, (), {}, {}, (), ())
+    return State(account_id, DISARMED, None, "", 0, {}, {}, (), {}, {}, (), (), initial_brain())

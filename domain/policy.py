@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 from .numbers import MONEY_DECIMALS, decimals_of, is_decimal, parse_units, pow10
+from .risk_policy import RiskPolicy, RiskPolicyError, risk_policy_from_document
 
 PAPER_VENUE: Final = "paper"
 """The built-in paper venue: it may trade while the account is DISARMED."""
@@ -62,8 +63,10 @@ class Policy:
         max_orders_per_second: int,
         max_messages_per_second: int,
         max_open_orders: int,
+        risk: RiskPolicy,
     ) -> None:
         self.policy_id: Final = policy_id
+        self.risk: Final = risk
         self.instruments: Final = instruments
         self.max_order_notional_money: Final = max_order_notional_money
         self.price_collar_bps: Final = price_collar_bps
@@ -159,4 +162,12 @@ def policy_from_document(doc: dict[str, object]) -> Policy:
         _int(limits, "max_orders_per_second"),
         _int(limits, "max_messages_per_second"),
         _int(limits, "max_open_orders"),
+        _risk(doc),
     )
+
+
+def _risk(doc: dict[str, object]) -> RiskPolicy:
+    try:
+        return risk_policy_from_document(doc)
+    except RiskPolicyError as exc:
+        raise PolicyError(str(exc)) from exc

@@ -28,6 +28,7 @@ from .submit import default_policy
 START_TS_NS = 1_767_225_600_000_000_000
 STEP_NS = 150_000_000  # 150 ms between commands: under the default order-rate limit
 ACCOUNT = "bench"
+SNAPSHOT_EVERY = 100  # orders between truth snapshots: the default policy gates on a fresh one
 
 
 def order_flow(n: int, start: int = 0) -> list[wire.AnyCommand]:
@@ -38,8 +39,11 @@ def order_flow(n: int, start: int = 0) -> list[wire.AnyCommand]:
         wire.ActivatePolicy(command_id="bench-policy", account_id=ACCOUNT, ts_ns=START_TS_NS, actor="bench", policy=policy)
     ]
     i = start
+    held_steps = 0  # the venue's view of the position, for truth snapshots
     while len(flow) < n:
         ts = START_TS_NS + (i + 1) * STEP_NS
+        if i % SNAPSHOT_EVERY == 0:
+            flow.append(_snapshot(f"s{i:08d}", ts - 1, held_steps))
         side: Literal["BUY", "SELL"] = "BUY" if (i // 3) % 2 == 0 else "SELL"
         price = f"{65000 + (i % 7)}.0"
         cid = f"b{i:08d}"
@@ -57,8 +61,19 @@ def order_flow(n: int, start: int = 0) -> list[wire.AnyCommand]:
                 fill_id="F" + cid, quantity="0.010", price=price, fee="0.013",
             )
         )
+        held_steps += 10 if side == "BUY" else -10
         i += 1
     return flow[:n]
+
+
+def _snapshot(command_id: str, ts_ns: int, held_steps: int) -> wire.RecordTruthSnapshot:
+    sign = "-" if held_steps < 0 else ""
+    quantity = f"{sign}{abs(held_steps) // 1000}.{abs(held_steps) % 1000:03d}"
+    return wire.RecordTruthSnapshot(
+        command_id=command_id, account_id=ACCOUNT, ts_ns=ts_ns, actor="bench", venue="paper",
+        positions=[wire.VenuePosition(symbol="BTCUSDT", quantity=quantity)] if held_steps else [],
+        open_order_ids=[], equity="100000", venue_ts_ns=ts_ns, latency_ms=1,
+    )
 
 
 def _decisions_per_second(core: Any, flow: list[wire.AnyCommand], repeats: int) -> list[float]:

@@ -112,15 +112,28 @@ def submit(
 @app.command()
 def state(ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
     """Show the account's mode, policy hash, positions and open orders."""
-    from commands.views import state_view
+    from commands.envelope import account_stream
+    from commands.views import breaker_history, state_view
 
     settings = _settings(ledger, account)
     bus = bootstrap(settings, ledger=_open(settings, create=False))
     view = state_view(bus.ctx.core, bus.state(settings.account_id))
+    view["breaker_transitions"] = breaker_history(bus.ctx.ledger.read_stream(account_stream(settings.account_id)))
     if as_json:
         _print_json(view)
         return
     out.print(f"account [bold]{view['account_id']}[/]  mode [bold]{view['mode']}[/]  policy {view['policy_id']} {view['policy_hash']}")
+    breaker = view["breaker"]
+    out.print(
+        f"breaker [bold]{breaker['state']}[/]  regime {view['regime']}  equity {view['equity']}  "
+        f"drawdown {view['drawdown_bps']} bps  day pnl {view['budget']['day_pnl']}  phases {view['allowed_phases']}"
+    )
+    for venue, truth in view["truth"].items():
+        out.print(f"truth {venue}: {truth['score']}")
+    for trigger in breaker["active_triggers"]:
+        out.print(f"active trigger: {trigger['trigger']} -> {trigger['level']} {trigger['values']}")
+    for t in view["breaker_transitions"]:
+        out.print(f"breaker {t['from_state']} -> {t['to_state']} ({t['trigger']}) by {t['actor']} {t['values'] or ''} {t['reason']}")
     positions = Table("venue", "symbol", "quantity", "avg price", "realized pnl", "fees", "mark", title="positions")
     for p in view["positions"]:
         positions.add_row(p["venue"], p["symbol"], p["quantity"], p["avg_price"], p["realized_pnl"], p["fees"], p["mark_price"] or "")
@@ -129,6 +142,57 @@ def state(ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt
     for o in view["open_orders"]:
         orders.add_row(o["order_id"], o["venue"], o["symbol"], o["side"], o["price"], o["quantity"], o["filled_quantity"], o["status"])
     out.print(orders)
+
+
+def _operator(action: str, reason: str, actor: str, ledger: str | None, account: str | None, as_json: bool) -> None:
+    from .submit import operator_action
+
+    if not reason.strip():
+        _fail("--reason must say why (it is recorded in the ledger)", EXIT_BAD_INPUT)
+    settings = _settings(ledger, account)
+    bus = bootstrap(settings, ledger=_open(settings))
+    ensure_initialized(bus, settings.account_id)
+    outcome = operator_action(bus, settings.account_id, action, actor, reason)
+    if as_json:
+        _print_json(outcome.to_json())
+    else:
+        line = f"{action}: {outcome.outcome}" + (f" ({outcome.reason})" if outcome.reason else "")
+        out.print(line + f"; breaker {bus.state(settings.account_id).brain.breaker}")
+    raise typer.Exit(EXIT_OK if outcome.outcome == "accepted" else EXIT_CHECK_FAILED)
+
+
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger with the actor).")]
+ActorOpt = Annotated[str, typer.Option("--actor", help="Who acts (recorded).")]
+
+
+@app.command()
+def halt(reason: ReasonOpt, actor: ActorOpt = "operator", ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+    """Halt the account: the breaker goes HALTED (only reduce-only orders and cancels pass)."""
+    _operator("halt", reason, actor, ledger, account, as_json)
+
+
+@app.command()
+def flatten(reason: ReasonOpt, actor: ActorOpt = "operator", ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+    """Halt, cancel every open order and close every position with reduce-only orders."""
+    _operator("flatten", reason, actor, ledger, account, as_json)
+
+
+@app.command()
+def resume(reason: ReasonOpt, actor: ActorOpt = "operator", ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+    """Re-enable trading from HALTED (refused while any breaker trigger is active)."""
+    _operator("resume", reason, actor, ledger, account, as_json)
+
+
+@app.command()
+def arm(reason: ReasonOpt, actor: ActorOpt = "operator", ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+    """Allow orders to live venues."""
+    _operator("arm", reason, actor, ledger, account, as_json)
+
+
+@app.command()
+def disarm(reason: ReasonOpt, actor: ActorOpt = "operator", ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+    """Stop orders to live venues (the paper venue still trades)."""
+    _operator("disarm", reason, actor, ledger, account, as_json)
 
 
 @policy_app.command("hash")
@@ -242,7 +306,7 @@ def bench(
 
 # Areas register their own commands: each infra/cli_<area>.py has register(app, groups).
 GROUPS: dict[str, typer.Typer] = {"policy": policy_app, "ledger": ledger_app}
-for _area in ():
+for _area in ():  # type: ignore[var-annotated]
     _area.register(app, GROUPS)
 
 

@@ -103,3 +103,35 @@ def submit_lines(bus: Bus, lines: Iterable[bytes]) -> Iterator[Outcome | Invalid
             yield bus.handle(command)
         except InvalidCommand as exc:
             yield InvalidLine(number, command.command_id, [{"field": exc.field, "error": str(exc)}])
+
+
+OPERATOR_ACTIONS = ("halt", "flatten", "resume", "arm", "disarm")
+
+
+def operator_action(bus: Bus, account_id: str, action: str, actor: str, reason: str) -> Outcome:
+    """An operator's halt, flatten, resume, arm or disarm, stamped with the time of receipt.
+
+    Flatten carries the account's active policy hash: the operator acts under the policy in force.
+    """
+    ts_ns = time.time_ns()
+    common: dict[str, Any] = {
+        "command_id": f"{action}.{account_id}.{ts_ns}",
+        "account_id": account_id,
+        "ts_ns": ts_ns,
+        "actor": actor,
+        "reason": reason,
+    }
+    command: wire.AnyCommand
+    if action == "halt":
+        command = wire.Halt(**common)
+    elif action == "flatten":
+        command = wire.Flatten(**common, policy_hash=bus.state(account_id).policy_hash)
+    elif action == "resume":
+        command = wire.Resume(**common)
+    elif action == "arm":
+        command = wire.Arm(**common)
+    elif action == "disarm":
+        command = wire.Disarm(**common)
+    else:
+        raise ValueError(f"unknown operator action {action!r}; accepted: {', '.join(OPERATOR_ACTIONS)}")
+    return bus.handle(command)

@@ -27,6 +27,12 @@ ORDER_VENUE_REJECTED: Final = "order.venue_rejected.v1"
 ORDER_FILLED: Final = "order.filled.v1"
 ORDER_CANCELLED: Final = "order.cancelled.v1"
 COMMAND_REJECTED: Final = "command.rejected.v1"
+TRUTH_RECORDED: Final = "truth.snapshot_recorded.v1"
+BREAKER_TRANSITIONED: Final = "breaker.transitioned.v1"
+VENUE_STATUS_CHANGED: Final = "venue.status_changed.v1"
+REGIME_CHANGED: Final = "regime.changed.v1"
+TAIL_RISK_RECORDED: Final = "tail_risk.recorded.v1"
+DAY_ROLLED: Final = "budget.day_rolled.v1"
 COMMAND_RECORDED: Final = "command.recorded.v1"
 
 Hash = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lowercase hex SHA-256")]
@@ -71,8 +77,44 @@ TypeName = Annotated[
     ),
 ]
 
+ClientOrderId = Annotated[
+    str,
+    Field(
+        pattern=r"^(?:[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}|flatten-[A-Za-z0-9][A-Za-z0-9._:@-]{0,119}\.[0-9]+)$",
+        description="as the PlaceOrder gave it, or `flatten-<command_id>.<n>` for an order a Flatten placed",
+    ),
+]
+
+OrderPhaseId = Annotated[
+    int,
+    Field(
+        ge=0, le=3, description="1 Scavenger, 2 Hunter, 3 Sentinel; 0 for a Flatten given no phase"
+    ),
+]
+
+OrderIntentId = Annotated[
+    str,
+    Field(
+        pattern=r"^(?:[A-Za-z0-9][A-Za-z0-9._:@-]{0,127})?$",
+        description="the intent behind the order; empty for a Flatten given no intent",
+    ),
+]
+
+CancelReason = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=1009,
+        description="the CancelOrder's reason, or `flatten: <the Flatten's reason>`",
+    ),
+]
+
 Mode = Literal["ARMED", "DISARMED"]
 OrderType = Literal["LIMIT", "MARKET"]
+BreakerLevel = Literal["NORMAL", "DEFENSIVE", "HALTED"]
+VenueStatus = Literal["OK", "DEGRADED", "HALTED"]
+Regime = Literal["RISK_ON", "NEUTRAL", "RISK_OFF", "CRASH"]
+Score = Annotated[int, Field(ge=0, le=100)]
 
 
 class CheckResult(WireModel):
@@ -124,10 +166,11 @@ class AccountDisarmed(WireModel):
 
 
 class OrderAccepted(WireModel):
-    """A PlaceOrder passed every pre-trade check; amounts at the instrument's tick and step."""
+    """A PlaceOrder passed every pre-trade check, or a Flatten placed a reduce-only order that
+    closes a position; amounts at the instrument's tick and step."""
 
     order_id: OrderId
-    client_order_id: Identifier
+    client_order_id: ClientOrderId
     venue: Identifier
     symbol: Identifier
     side: Side
@@ -139,8 +182,8 @@ class OrderAccepted(WireModel):
     ]
     reference_price: PositiveDecimal
     reduce_only: bool
-    phase_id: PhaseId
-    intent_id: Identifier
+    phase_id: OrderPhaseId
+    intent_id: OrderIntentId
     notional: Annotated[PositiveDecimal, Field(description="price x quantity, quote currency")]
     checks: Checks
 
@@ -170,7 +213,7 @@ class OrderCancelRequested(WireModel):
     """A cancel of an open order was sent to the venue (the order stays open until confirmed)."""
 
     order_id: OrderId
-    reason: Reason
+    reason: CancelReason
 
 
 class OrderAcknowledged(WireModel):
@@ -226,6 +269,130 @@ class CommandRejected(WireModel):
     ]
     reason: ReasonCode
     detail: dict[str, str]
+
+
+class TruthComponent(WireModel):
+    """One component of a truth score: what was measured, its 0-100 score and its policy weight."""
+
+    component: Literal[
+        "position_drift", "orphan_orders", "missing_orders", "staleness_ms", "latency_ms"
+    ]
+    value: Annotated[
+        str,
+        Field(
+            description="the measurement: drift in quote currency (or `unpriced`), an order count, "
+            "or milliseconds"
+        ),
+    ]
+    score: Score
+    weight: Annotated[int, Field(ge=0)]
+
+
+class TruthSnapshotRecorded(WireModel):
+    """A venue's report compared with the account's state: the truth score, each component, and
+    what disagreed (docs/risk.md)."""
+
+    venue: Identifier
+    score: Annotated[
+        Score, Field(description="the weighted mean of the component scores, rounded down")
+    ]
+    components: Annotated[list[TruthComponent], Field(min_length=5, max_length=5)]
+    equity: Annotated[Decimal, Field(description="equity the venue reported, quote currency")]
+    venue_ts_ns: Nanoseconds
+    latency_ms: Annotated[int, Field(ge=0)]
+    drifts: Annotated[
+        dict[str, str], Field(description="symbol -> what we hold and what the venue reports")
+    ]
+    orphan_order_ids: Annotated[
+        list[Identifier], Field(description="orders the venue has open and we do not")
+    ]
+    missing_order_ids: Annotated[
+        list[OrderId],
+        Field(description="orders we have open (past the grace period) and the venue does not"),
+    ]
+
+
+class BreakerTransitioned(WireModel):
+    """The circuit breaker moved, with the trigger and the values that moved it."""
+
+    from_state: BreakerLevel
+    to_state: BreakerLevel
+    trigger: Literal[
+        "truth_score",
+        "tail_risk",
+        "venue_quality",
+        "daily_loss",
+        "drawdown",
+        "recovered",
+        "operator",
+        "operator_flatten",
+        "operator_resume",
+    ]
+    reason: Annotated[
+        str,
+        Field(
+            max_length=1000, description="the operator's reason; empty for an automatic transition"
+        ),
+    ]
+    values: Annotated[dict[str, str], Field(description="the values that caused the transition")]
+
+    @model_validator(mode="after")
+    def _moves(self) -> BreakerTransitioned:
+        if self.from_state == self.to_state:
+            raise ValueError("a breaker transition changes the breaker's state")
+        return self
+
+
+class VenueStatusChanged(WireModel):
+    """A venue's rolling quality windows crossed a threshold."""
+
+    venue: Identifier
+    from_status: VenueStatus
+    to_status: VenueStatus
+    mean_slippage_bps: Annotated[
+        int, Field(description="signed: positive when fills went against us")
+    ]
+    mean_ack_latency_ms: Annotated[int, Field(ge=0)]
+    samples: Annotated[int, Field(ge=1, description="the larger of the two windows' sample counts")]
+
+    @model_validator(mode="after")
+    def _moves(self) -> VenueStatusChanged:
+        if self.from_status == self.to_status:
+            raise ValueError("a venue status change changes the status")
+        return self
+
+
+class RegimeChanged(WireModel):
+    """The market regime changed (SetRegime)."""
+
+    from_regime: Regime
+    to_regime: Regime
+    reason: Reason
+
+
+class TailRiskRecorded(WireModel):
+    """A power-law tail exponent estimate; a breach when it is below the policy's minimum."""
+
+    symbol: Identifier
+    tail_exponent: Annotated[PositiveDecimal, Field(description="4 decimals")]
+    min_tail_exponent: Annotated[
+        PositiveDecimal, Field(description="the policy's minimum, 4 decimals")
+    ]
+    breach: bool
+    sample_size: Annotated[int, Field(ge=1)]
+    method: Identifier
+
+
+class DayRolled(WireModel):
+    """The budget day rolled at 00:00 UTC of command time; the daily loss budget starts afresh."""
+
+    from_day: Annotated[
+        int, Field(ge=0, description="days since 1970-01-01 (0 before the first roll)")
+    ]
+    to_day: Annotated[int, Field(ge=0, description="days since 1970-01-01")]
+    closed_day_pnl: Annotated[
+        Decimal, Field(description="realized PnL net of fees of the day that closed")
+    ]
 
 
 class CommandRecorded(WireModel):
@@ -293,6 +460,12 @@ EVENT_DATA_MODELS: Final[dict[str, type[WireModel]]] = {
     ORDER_FILLED: OrderFilled,
     ORDER_CANCELLED: OrderCancelled,
     COMMAND_REJECTED: CommandRejected,
+    TRUTH_RECORDED: TruthSnapshotRecorded,
+    BREAKER_TRANSITIONED: BreakerTransitioned,
+    VENUE_STATUS_CHANGED: VenueStatusChanged,
+    REGIME_CHANGED: RegimeChanged,
+    TAIL_RISK_RECORDED: TailRiskRecorded,
+    DAY_ROLLED: DayRolled,
     COMMAND_RECORDED: CommandRecorded,
 }
 """The model of each record type's `data`, keyed by versioned type name."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from .base import Identifier, PositiveDecimal, Text, WireModel
 from .canonical import document_hash
@@ -60,14 +60,159 @@ class Limits(WireModel):
     max_open_orders: Count
 
 
+Bps = Annotated[int, Field(ge=0, le=10_000)]
+Score = Annotated[int, Field(ge=0, le=100)]
+Milliseconds = Annotated[int, Field(ge=0)]
+PhaseList = Annotated[list[Annotated[int, Field(ge=1, le=3)]], Field(max_length=3)]
+Level = Literal["DEFENSIVE", "HALTED"]
+
+
+class TruthWeights(WireModel):
+    """Weights of the truth score's components (any non-negative integers, not all zero)."""
+
+    position_drift: Count
+    orphan_orders: Count
+    missing_orders: Count
+    staleness: Count
+    latency: Count
+
+
+class TruthSection(WireModel):
+    """How the truth score is computed and what it gates (docs/risk.md)."""
+
+    weights: TruthWeights
+    drift_tolerance: Annotated[PositiveDecimal, Field(description="position drift (quote currency) that scores 0")]
+    penalty_per_order: Score
+    missing_order_grace_ms: Milliseconds
+    snapshot_max_age_ms: Milliseconds
+    latency_limit_ms: Milliseconds
+    stale_after_ms: Milliseconds
+    min_score_for_new_risk: Score
+    defensive_below: Score
+    halt_below: Score
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TruthSection:
+        w = self.weights
+        if w.position_drift + w.orphan_orders + w.missing_orders + w.staleness + w.latency == 0:
+            raise ValueError("truth.weights must not all be zero")
+        if self.halt_below > self.defensive_below:
+            raise ValueError("truth.halt_below must not exceed truth.defensive_below")
+        return self
+
+
+class BreakerSection(WireModel):
+    """How DEFENSIVE scales risk, and how long every trigger must stay clear to leave it."""
+
+    defensive_factor_bps: Bps
+    recovery_ms: Milliseconds
+
+
+class VenueQualitySection(WireModel):
+    """Rolling windows of ack latency and slippage per venue, and their thresholds."""
+
+    window: Annotated[int, Field(ge=1, le=10_000, description="at most this many samples")]
+    window_ms: Annotated[int, Field(ge=1, description="samples older than this (command time) no longer count")]
+    degraded_slippage_bps: Count
+    halted_slippage_bps: Count
+    degraded_latency_ms: Milliseconds
+    halted_latency_ms: Milliseconds
+    degraded_factor_bps: Bps
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VenueQualitySection:
+        if self.degraded_slippage_bps > self.halted_slippage_bps or self.degraded_latency_ms > self.halted_latency_ms:
+            raise ValueError("venue_quality: degraded thresholds must not exceed halted ones")
+        return self
+
+
+class Band(WireModel):
+    """From `min_equity` up: the phases allowed and their leverage cap."""
+
+    min_equity: PositiveDecimal
+    phases: PhaseList
+    max_leverage: PositiveDecimal
+
+
+class RegimeRule(WireModel):
+    """What a regime allows: phases, and a factor on the leverage cap."""
+
+    phases: PhaseList
+    leverage_factor_bps: Bps
+
+
+class Regimes(WireModel):
+    RISK_ON: RegimeRule
+    NEUTRAL: RegimeRule
+    RISK_OFF: RegimeRule
+    CRASH: RegimeRule
+
+
+class AllocationSection(WireModel):
+    """Equity bands (ascending) and regime rules; equity starts at `initial_equity`."""
+
+    initial_equity: PositiveDecimal
+    bands: Annotated[list[Band], Field(min_length=1)]
+    regimes: Regimes
+
+    @model_validator(mode="after")
+    def _ascending(self) -> AllocationSection:
+        for lower, upper in zip(self.bands, self.bands[1:], strict=False):
+            if _as_key(upper.min_equity) <= _as_key(lower.min_equity):
+                raise ValueError("allocation.bands must ascend by min_equity")
+        return self
+
+
+def _as_key(text: str) -> tuple[int, str]:
+    whole, _, fraction = text.partition(".")
+    return int(whole), fraction.rstrip("0").ljust(MONEY_DECIMALS, "0")
+
+
+class TailRiskSection(WireModel):
+    """The minimum power-law tail exponent before the breaker turns DEFENSIVE."""
+
+    min_tail_exponent: PositiveDecimal
+
+
+class BudgetSection(WireModel):
+    """Daily realized-loss limit, maximum drawdown, and the breaker level each one trips."""
+
+    daily_loss_limit: PositiveDecimal
+    max_drawdown_bps: Bps
+    daily_loss_breaker: Level = "HALTED"
+    drawdown_breaker: Level = "DEFENSIVE"
+
+
+SECTIONS = ("truth", "breaker", "venue_quality", "allocation", "tail_risk", "budget")
+
+
 class PolicyDocument(WireModel):
-    """A complete risk policy; exactly one is active per account."""
+    """A complete risk policy; exactly one is active per account.
+
+    The Brain's sections are optional: a policy without one leaves that part off, and a section
+    left out is left out of the canonical JSON too, so a policy written before the Brain keeps its
+    hash and its ledgers replay unchanged.
+    """
 
     policy_id: Identifier
     description: Text = ""
     quote_currency: Identifier = "USDT"
     instruments: Annotated[list[InstrumentSpec], Field(min_length=1)]
     limits: Limits
+    truth: TruthSection | None = None
+    breaker: BreakerSection | None = None
+    venue_quality: VenueQualitySection | None = None
+    allocation: AllocationSection | None = None
+    tail_risk: TailRiskSection | None = None
+    budget: BudgetSection | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_sections(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for section in SECTIONS:
+            if data.get(section) is None:
+                data.pop(section, None)
+        return data
 
     @model_validator(mode="after")
     def _unique_instruments(self) -> PolicyDocument:

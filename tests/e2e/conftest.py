@@ -27,7 +27,7 @@ class Titan:
         self.cwd = cwd
 
     def __call__(self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("TITAN_")}
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("TITAN_") or k == "TITAN_CORE"}
         full_env["PYTHONPATH"] = str(ROOT)
         full_env["COLUMNS"] = "200"
         full_env.update(env or {})

@@ -33,6 +33,15 @@ def place(command_id: str, policy_hash: str, **overrides: object) -> dict[str, o
     return command
 
 
+def snapshot(command_id: str = "s0", ts_ns: int = T0) -> dict[str, object]:
+    """The paper venue's view: flat, no orders. The default policy gates new risk on a fresh one."""
+    return {
+        "type": "record_truth_snapshot.v1", "command_id": command_id, "account_id": "main", "ts_ns": ts_ns,
+        "actor": "paper-venue", "venue": "paper", "positions": [], "open_order_ids": [], "equity": "100000",
+        "venue_ts_ns": ts_ns, "latency_ms": 5,
+    }
+
+
 def lines(*items: object) -> str:
     return "".join((item if isinstance(item, str) else json.dumps(item)) + "\n" for item in items)
 
@@ -63,6 +72,7 @@ def test_submit_decides_each_line_and_reports_invalid_ones(titan: Titan) -> None
     digest = default_hash(titan)
     good = place("c1", digest)
     stdin = lines(
+        snapshot(),
         good,
         place("c2", "0" * 64, ts_ns=T0 + 1),
         good,
@@ -73,7 +83,7 @@ def test_submit_decides_each_line_and_reports_invalid_ones(titan: Titan) -> None
     )
     result = titan("submit", "-", stdin=stdin)
     assert result.returncode == 2, result.stderr
-    out = [json.loads(line) for line in result.stdout.splitlines()]
+    out = [json.loads(line) for line in result.stdout.splitlines()][1:]  # after the snapshot
     assert [o["outcome"] for o in out] == ["accepted", "rejected", "duplicate", "invalid", "invalid", "invalid", "rejected"]
     assert out[1]["reason"] == "POLICY_HASH_MISMATCH"
     assert out[6]["reason"] == "PRICE_OFF_TICK"
@@ -83,18 +93,18 @@ def test_submit_decides_each_line_and_reports_invalid_ones(titan: Titan) -> None
     assert out[3]["errors"] and out[5]["errors"]
     # nothing of the invalid lines was recorded; the duplicate appended nothing
     report = titan.json("ledger", "verify", "--json")
-    # init (event + command record) + c1, c2, c5 (event + command record each)
-    assert report["records_checked"] == 2 + 3 * 2
+    # init, c1, c2, c5: an event and a command record each; the snapshot: the day's roll too
+    assert report["records_checked"] == 4 * 2 + 3
 
 
 def test_submit_exits_zero_when_every_line_is_decided(titan: Titan, tmp_path: Path) -> None:
     digest = default_hash(titan)
     path = tmp_path / "commands.jsonl"
-    path.write_text(lines(place("c1", digest), place("c2", digest, ts_ns=T0 + 1, quantity="9.000")))
+    path.write_text(lines(snapshot(), place("c1", digest), place("c2", digest, ts_ns=T0 + 1, quantity="3.000")))
     result = titan("submit", str(path))
     assert result.returncode == 0, result.stderr
     outcomes = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [o["reason"] for o in outcomes] == [None, "MAX_ORDER_QTY"]
+    assert [o["reason"] for o in outcomes] == [None, None, "MAX_ORDER_QTY"]
 
 
 def test_state_shows_positions_and_open_orders(titan: Titan) -> None:
@@ -103,7 +113,7 @@ def test_state_shows_positions_and_open_orders(titan: Titan) -> None:
         "type": "record_fill.v1", "command_id": "f1", "account_id": "main", "ts_ns": T0 + 5, "actor": "paper-venue",
         "order_id": "ord-c1", "fill_id": "F1", "quantity": "0.004", "price": "65000.0", "fee": "0.05",
     }
-    titan("submit", "-", stdin=lines(place("c1", digest), fill))
+    titan("submit", "-", stdin=lines(snapshot(), place("c1", digest), fill))
     view = titan.json("state", "--json")
     assert view["mode"] == "DISARMED"
     assert view["policy_hash"] == digest
@@ -202,3 +212,42 @@ def test_unsupported_ledger_url_is_bad_usage(titan: Titan) -> None:
     result = titan("state", "--ledger", "mysql://localhost/titan")
     assert result.returncode == 2
     assert "sqlite:///" in result.stderr
+
+
+def test_the_breaker_walk_scenario_goes_normal_defensive_halted_and_back(titan: Titan) -> None:
+    scenario = Path(__file__).resolve().parents[2] / "docs" / "examples" / "breaker-walk.jsonl"
+    hashes = {json.loads(line).get("policy_hash") for line in scenario.read_text().splitlines()} - {None}
+    assert hashes == {default_hash(titan)}, f"{scenario} names another policy: set its policy_hash to `titan policy hash`"
+    result = titan("submit", str(scenario))
+    assert result.returncode == 0, result.stderr
+    outcomes = {o["command_id"]: o for o in map(json.loads, result.stdout.splitlines())}
+    assert outcomes["walk-06"]["reason"] == "RESUME_BLOCKED"
+    view = titan.json("state", "--json")
+    walk = [(t["from_state"], t["to_state"], t["trigger"]) for t in view["breaker_transitions"]]
+    assert walk == [
+        ("NORMAL", "DEFENSIVE", "truth_score"),
+        ("DEFENSIVE", "HALTED", "truth_score"),
+        ("HALTED", "NORMAL", "operator_resume"),
+    ]
+    assert view["breaker_transitions"][0]["values"] == {"defensive_below": "80", "truth_score": "59", "venue": "paper"}
+    assert view["breaker_transitions"][2]["actor"] == "operator:alice"
+    assert view["breaker"]["state"] == "NORMAL" and view["breaker"]["active_triggers"] == []
+
+
+def test_operator_actions_from_the_cli_are_recorded_with_actor_and_reason(titan: Titan) -> None:
+    titan.json("init", "--json")
+    halted = titan("halt", "--reason", "market data outage", "--actor", "operator:bob", "--json")
+    assert halted.returncode == 0, halted.stderr
+    again = titan("halt", "--reason", "again")
+    assert again.returncode == 1 and "ALREADY_HALTED" in again.stdout
+    assert titan("halt", "--reason", "  ").returncode == 2
+    view = titan.json("state", "--json")
+    [transition] = view["breaker_transitions"]
+    assert (transition["to_state"], transition["trigger"], transition["actor"], transition["reason"]) == (
+        "HALTED", "operator", "operator:bob", "market data outage",
+    )
+    assert titan("resume", "--reason", "outage over").returncode == 0
+    assert titan.json("state", "--json")["breaker"]["state"] == "NORMAL"
+    flattened = titan.json("flatten", "--reason", "end of day", "--json")
+    assert flattened["outcome"] == "accepted"
+    assert titan.json("state", "--json")["breaker"]["state"] == "HALTED"

@@ -768,6 +768,18 @@ SCENARIOS: dict[str, Callable[[Any], list[Any]]] = {
         cmd.disarm(ts_ns=5),
         cmd.arm(ts_ns=4),
     ],
+    "the brain": lambda cmd: [
+        cmd.activate(brain=cmd.brain_sections(), ts_ns=0),
+        cmd.snapshot(ts_ns=0),
+        cmd.place("b1", ts_ns=0),
+        cmd.ack("ord-b1", ts_ns=2_000_000_000),  # a 2 s ack: the venue's quality suffers
+        cmd.fill("ord-b1", "f1", "0.100", "65000.0", ts_ns=2_000_000_000),
+        cmd.regime("RISK_OFF", ts_ns=2_000_000_000),
+        cmd.tail("BTCUSDT", "1.5", ts_ns=2_000_000_000),
+        cmd.halt(ts_ns=2_000_000_000),
+        cmd.flatten("fl", ts_ns=2_000_000_000),
+        cmd.resume(ts_ns=86_400_000_000_000),  # the next UTC day: the budget rolls
+    ],
     "cancellation": lambda cmd: [
         cmd.activate(),
         cmd.place("o1"),

@@ -1,9 +1,14 @@
 """Wire contracts: the committed JSON Schemas match the models, every event the core produces
-validates against its data model, and the policy and command models refuse bad input."""
+validates against its data model, and the policy and command models refuse bad input.
+
+The pre-Brain scenarios run under the shipped default policy with its Brain sections removed
+(the pre-Brain path must keep producing valid events); the Brain scenarios run under the full
+default policy, and one under the default with a single threshold changed."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -14,13 +19,13 @@ from pydantic import ValidationError
 from domain import commands as dc
 from domain import decider, reasons
 from domain.events import EVENT_TYPES, Event, OrderRejected
-from domain.policy import policy_from_document
+from domain.policy import PolicyError, policy_from_document
 from schemas.canonical import GENESIS_HASH, document_hash, record_hash
 from schemas.commands import COMMANDS, PlaceOrder
 from schemas.events import COMMAND_RECORDED, EVENT_DATA_MODELS, CommandRecorded, Envelope
 from schemas.events import OrderRejected as RejectedData
 from schemas.jsonschema import JSON_DIRECTORY, generate, render
-from schemas.policy import PolicyDocument
+from schemas.policy import PolicyDocument, policy_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_POLICY = ROOT / "infra" / "policies" / "default.json"
@@ -31,8 +36,19 @@ SECOND = 1_000_000_000
 MS = 1_000_000
 
 
+BRAIN_SECTIONS = ("truth", "breaker", "venue_quality", "allocation", "tail_risk", "budget")
+
+
 def load_default_policy() -> dict[str, Any]:
     document: dict[str, Any] = json.loads(DEFAULT_POLICY.read_text(encoding="utf-8"))
+    return document
+
+
+def pre_brain_policy() -> dict[str, Any]:
+    """The default policy without any Brain section: what a policy written before the Brain is."""
+    document = load_default_policy()
+    for section in BRAIN_SECTIONS:
+        del document[section]
     return document
 
 
@@ -67,17 +83,33 @@ def test_every_event_type_has_a_data_model() -> None:
 # --- (2) every event the core produces validates ------------------------------------------------
 
 
+DAY_ROLLED = "budget.day_rolled.v1"
+
+
 class Account:
     """Drives the core through wire-valid commands: each command is first validated by the
-    `schemas` models, then handed to the decider; every event is validated and evolved."""
+    `schemas` models, then handed to the decider; every event is validated and evolved.
 
-    def __init__(self, account_id: str = "main") -> None:
+    `brain=False` runs under the pre-Brain policy, `brain=True` under the full default policy;
+    `document` under any other."""
+
+    def __init__(
+        self,
+        account_id: str = "main",
+        *,
+        brain: bool = False,
+        document: dict[str, Any] | None = None,
+    ) -> None:
         self.account_id = account_id
         self.state = decider.initial_state(account_id)
         self.now = T0
         self.counter = 0
         self.events: list[Event] = []
-        self.policy_document = load_default_policy()
+        self.last: list[Event] = []
+        """The events of the last command decided."""
+        if document is None:
+            document = load_default_policy() if brain else pre_brain_policy()
+        self.policy_document = document
         self.policy_hash = document_hash(self.policy_document)
 
     # time and identity
@@ -97,11 +129,12 @@ class Account:
 
     # deciding
 
-    def decide(self, wire: dict[str, Any]) -> Event:
+    def decide(self, wire: dict[str, Any]) -> list[Event]:
+        """Every event the command produced, each validated as built and as stored."""
         command = COMMANDS.validate_python(wire)
         domain_command = to_domain(command, wire)
         produced = decider.decide(domain_command, self.state)
-        assert len(produced) == 1
+        assert produced
         for event in produced:
             data = event.to_data()
             model = EVENT_DATA_MODELS[event.type_name()]
@@ -110,15 +143,28 @@ class Account:
             model.model_validate_json(json.dumps(data), strict=True)
             self.state = decider.evolve(self.state, event)
             self.events.append(event)
-        return produced[0]
+        self.last = list(produced)
+        return self.last
 
     def expect(self, wire: dict[str, Any], type_name: str, reason: str | None = None) -> Event:
-        event = self.decide(wire)
+        """The command's own (first) event, after the budget day's roll if there is one."""
+        produced = [event for event in self.decide(wire) if event.type_name() != DAY_ROLLED]
+        assert produced, "only a day roll"
+        event = produced[0]
         data = event.to_data()
         assert event.type_name() == type_name, data
         if reason is not None:
             assert data["reason"] == reason, data
         return event
+
+    def last_types(self) -> list[str]:
+        return [event.type_name() for event in self.last]
+
+    def transition(self) -> dict[str, Any]:
+        """The data of the breaker transition the last command caused."""
+        moved = [e.to_data() for e in self.last if e.type_name() == "breaker.transitioned.v1"]
+        assert len(moved) == 1, self.last_types()
+        return moved[0]
 
     # commands
 
@@ -142,11 +188,12 @@ class Account:
         reduce_only: bool = False,
         policy_hash: str | None = None,
         ts_ns: int | None = None,
+        phase_id: int = 2,
     ) -> dict[str, Any]:
         wire = self._common("place_order.v1", ts_ns)
         wire.update(
             policy_hash=self.policy_hash if policy_hash is None else policy_hash,
-            phase_id=2,
+            phase_id=phase_id,
             intent_id=f"intent-{client_order_id}",
             client_order_id=client_order_id,
             venue=venue,
@@ -212,6 +259,56 @@ class Account:
     def disarm(self) -> dict[str, Any]:
         wire = self._common("disarm.v1", None)
         wire["reason"] = "end of session"
+        return wire
+
+    def snapshot(
+        self,
+        venue: str = "paper",
+        *,
+        positions: dict[str, str] | None = None,
+        open_order_ids: list[str] | None = None,
+        equity: str = "100000",
+        age_ms: int = 0,
+        latency_ms: int = 0,
+    ) -> dict[str, Any]:
+        wire = self._common("record_truth_snapshot.v1", None)
+        wire.update(
+            venue=venue,
+            positions=[{"symbol": s, "quantity": q} for s, q in (positions or {}).items()],
+            open_order_ids=open_order_ids or [],
+            equity=equity,
+            venue_ts_ns=self.now - age_ms * MS,
+            latency_ms=latency_ms,
+        )
+        return wire
+
+    def regime(self, regime: str) -> dict[str, Any]:
+        wire = self._common("set_regime.v1", None)
+        wire.update(regime=regime, reason="regime model")
+        return wire
+
+    def tail(self, symbol: str, tail_exponent: str) -> dict[str, Any]:
+        wire = self._common("record_tail_risk.v1", None)
+        wire.update(symbol=symbol, tail_exponent=tail_exponent, sample_size=500, method="hill")
+        return wire
+
+    def halt(self) -> dict[str, Any]:
+        wire = self._common("halt.v1", None)
+        wire["reason"] = "operator halt"
+        return wire
+
+    def resume(self) -> dict[str, Any]:
+        wire = self._common("resume.v1", None)
+        wire["reason"] = "all clear"
+        return wire
+
+    def flatten(self, policy_hash: str | None = None, **fields: Any) -> dict[str, Any]:
+        wire = self._common("flatten.v1", None)
+        wire.update(
+            policy_hash=self.policy_hash if policy_hash is None else policy_hash,
+            reason="flatten everything",
+        )
+        wire.update(fields)
         return wire
 
     def reasons_seen(self) -> set[str]:
@@ -281,6 +378,42 @@ def to_domain(command: Any, wire: dict[str, Any]) -> dc.Command:
         return dc.Arm(command.command_id, command.ts_ns, command.reason)
     if kind == "disarm.v1":
         return dc.Disarm(command.command_id, command.ts_ns, command.reason)
+    if kind == "record_truth_snapshot.v1":
+        return dc.RecordTruthSnapshot(
+            command.command_id,
+            command.ts_ns,
+            command.venue,
+            [p.symbol for p in command.positions],
+            [p.quantity for p in command.positions],
+            list(command.open_order_ids),
+            command.equity,
+            command.venue_ts_ns,
+            command.latency_ms,
+        )
+    if kind == "set_regime.v1":
+        return dc.SetRegime(command.command_id, command.ts_ns, command.regime, command.reason)
+    if kind == "record_tail_risk.v1":
+        return dc.RecordTailRisk(
+            command.command_id,
+            command.ts_ns,
+            command.symbol,
+            command.tail_exponent,
+            command.sample_size,
+            command.method,
+        )
+    if kind == "halt.v1":
+        return dc.Halt(command.command_id, command.ts_ns, command.reason)
+    if kind == "resume.v1":
+        return dc.Resume(command.command_id, command.ts_ns, command.reason)
+    if kind == "flatten.v1":
+        return dc.Flatten(
+            command.command_id,
+            command.ts_ns,
+            command.reason,
+            command.policy_hash,
+            command.phase_id or 0,
+            command.intent_id or "",
+        )
     raise AssertionError(f"the core has no command for {kind}")
 
 
@@ -475,7 +608,180 @@ def rate_scenario() -> Account:
     return a
 
 
-SCENARIOS = [lifecycle_scenario, exposure_scenario, rate_scenario]
+NS_PER_DAY = 86_400 * SECOND
+ACCEPTED = "order.accepted.v1"
+REJECTED = "order.rejected.v1"
+REFUSED = "command.rejected.v1"
+TRUTH = "truth.snapshot_recorded.v1"
+BREAKER = "breaker.transitioned.v1"
+VENUE = "venue.status_changed.v1"
+
+
+def brain_scenario() -> Account:
+    """Truth score, allocation and regime, tail risk, the breaker and the operator's actions,
+    under the full default policy (equity 100 000: phases 1 and 2, leverage up to 5)."""
+    a = Account(brain=True)
+    a.expect(a.activate(), "policy.activated.v1")
+
+    # no snapshot yet: new risk is refused; the first decision under the policy rolls the day
+    a.advance()
+    a.expect(a.place("t0", "0.1", "65000"), REJECTED, reasons.TRUTH_SCORE_LOW)
+    assert a.last_types() == [DAY_ROLLED, REJECTED]
+    a.expect(a.snapshot(equity="1.000000001"), REFUSED, reasons.INVALID_SNAPSHOT)
+    truth = a.expect(a.snapshot(), TRUTH)
+    assert truth.to_data()["score"] == 100
+
+    # allocation and regime
+    a.expect(a.place("p3", "0.1", "65000", phase_id=3), REJECTED, reasons.PHASE_NOT_ALLOWED)
+    a.expect(a.regime("NEUTRAL"), REFUSED, reasons.REGIME_UNCHANGED)
+    a.expect(a.regime("RISK_OFF"), "regime.changed.v1")
+    place_l1 = a.place("l1", "1.5", "65000")
+    a.expect(place_l1, ACCEPTED)
+    a.expect(a.place("l2", "1.5", "65000"), ACCEPTED)
+    # RISK_OFF halves the cap to 2.5: 97 500 + 97 500 + 65 000 over 100 000 of equity is 2.6
+    a.expect(a.place("l3", "1", "65000"), REJECTED, reasons.MAX_LEVERAGE)
+    a.expect(a.regime("NEUTRAL"), "regime.changed.v1")
+
+    # tail risk, halt and resume
+    a.expect(a.tail("BTCUSDT", "1.12345"), REFUSED, reasons.INVALID_SNAPSHOT)
+    a.expect(a.tail("BTCUSDT", "1.8"), "tail_risk.recorded.v1")
+    assert a.transition()["trigger"] == "tail_risk"
+    a.expect(a.resume(), REFUSED, reasons.NOT_HALTED)
+    a.expect(a.halt(), BREAKER)
+    a.expect(a.halt(), REFUSED, reasons.ALREADY_HALTED)
+    a.expect(a.place("h1", "0.1", "65000"), REJECTED, reasons.BREAKER_HALTED)
+    blocked = a.expect(a.resume(), REFUSED, reasons.RESUME_BLOCKED)
+    assert blocked.to_data()["detail"] == {"tail_risk": "DEFENSIVE"}
+    a.expect(a.tail("BTCUSDT", "3.1"), "tail_risk.recorded.v1")
+    a.expect(a.resume(), BREAKER)
+    assert a.transition()["trigger"] == "operator_resume"
+
+    # the truth score moves the breaker: drift alone (0.1 BTC = 6 500 > 1 000) scores 60
+    order_l1 = a.order_id(place_l1)
+    a.expect(a.fill(order_l1, "f1", "1.5", "65000"), "order.filled.v1")
+    open_now = sorted(a.state.open_orders)  # l2
+    low = a.expect(a.snapshot(positions={"BTCUSDT": "1.4"}, open_order_ids=open_now), TRUTH)
+    assert low.to_data()["score"] == 60
+    assert a.transition()["trigger"] == "truth_score"
+    a.expect(a.place("t1", "0.1", "65000"), REJECTED, reasons.TRUTH_SCORE_LOW)
+    # orphans, staleness and latency as well: HALTED
+    a.expect(
+        a.snapshot(
+            positions={"BTCUSDT": "1.4"},
+            open_order_ids=["x1", "x2", "x3", "x4"],
+            age_ms=5000,
+            latency_ms=2000,
+        ),
+        TRUTH,
+    )
+    assert a.transition()["to_state"] == "HALTED"
+    # reduce-only orders still go out while HALTED
+    a.expect(a.place("r1", "0.5", "65000", side="SELL", reduce_only=True), ACCEPTED)
+
+    # flatten: a cancel request for each open order and a reduce-only order closing the position
+    a.expect(a.flatten(policy_hash="0" * 64), REFUSED, reasons.POLICY_HASH_MISMATCH)
+    flatten = a.flatten()
+    a.decide(flatten)
+    assert a.last_types() == ["order.cancel_requested.v1"] * 2 + [ACCEPTED]
+    closing: dict[str, Any] = a.last[-1].to_data()
+    assert closing["phase_id"] == 0 and closing["intent_id"] == ""
+    assert closing["client_order_id"] == f"flatten-{flatten['command_id']}.0"
+    for order_id in sorted(a.state.open_orders):
+        if order_id != closing["order_id"]:
+            a.expect(a.cancelled(order_id), "order.cancelled.v1")
+    a.expect(a.fill(closing["order_id"], "f2", "1.5", closing["price"]), "order.filled.v1")
+    assert not a.state.open_orders
+    # the fill 150 bps under its reference halts the paper venue for quality
+    assert VENUE in a.last_types()
+    stuck: dict[str, Any] = a.expect(a.resume(), REFUSED, reasons.RESUME_BLOCKED).to_data()
+    assert "venue_quality" in stuck["detail"]
+    return a
+
+
+def venue_scenario() -> Account:
+    """Ack latency degrades, then halts a venue (default policy: mean of up to 20 samples)."""
+    a = Account(brain=True)
+    a.expect(a.activate(), "policy.activated.v1")
+    a.advance()
+    a.expect(a.snapshot(), TRUTH)
+    place_v1 = a.place("v1", "0.01", "65000")
+    a.expect(place_v1, ACCEPTED)
+    a.advance(300 * MS)
+    a.expect(a.ack(a.order_id(place_v1)), "order.acknowledged.v1")
+    assert a.last_types() == ["order.acknowledged.v1", VENUE]
+    assert a.last[-1].to_data()["to_status"] == "DEGRADED"
+    # DEGRADED halves the size limits: 1.5 BTC is over 2 x 50%
+    a.expect(a.place("big", "1.5", "65000"), REJECTED, reasons.MAX_ORDER_QTY)
+    place_v2 = a.place("v2", "0.01", "65000")
+    a.expect(place_v2, ACCEPTED)
+    a.advance(3 * SECOND)
+    a.expect(a.ack(a.order_id(place_v2)), "order.acknowledged.v1")
+    assert a.last_types() == ["order.acknowledged.v1", VENUE, BREAKER]
+    assert a.transition()["trigger"] == "venue_quality"
+    a.expect(a.place("v3", "0.01", "65000"), REJECTED, reasons.VENUE_HALTED)
+    return a
+
+
+def next_midnight(ts_ns: int) -> int:
+    return (ts_ns // NS_PER_DAY + 1) * NS_PER_DAY
+
+
+def budget_scenario() -> Account:
+    """The daily loss budget (tripping DEFENSIVE in this variant of the default policy), the day's
+    roll at 00:00 UTC, and the drawdown from peak equity."""
+    document = load_default_policy()
+    document["budget"]["daily_loss_breaker"] = "DEFENSIVE"
+    a = Account(document=document)
+    a.expect(a.activate(), "policy.activated.v1")
+    a.advance()
+    a.expect(a.snapshot(), TRUTH)
+    buy = a.place("b1", "1", "65000")
+    a.expect(buy, ACCEPTED)
+    a.expect(a.fill(a.order_id(buy), "f1", "1", "65000"), "order.filled.v1")
+    sell = a.place("s1", "1", "62900", side="SELL")
+    a.expect(sell, ACCEPTED)
+    # a realized loss of 2 100 reaches the 2 000 daily limit
+    a.expect(a.fill(a.order_id(sell), "f2", "1", "62900"), "order.filled.v1")
+    assert a.transition()["trigger"] == "daily_loss"
+    a.expect(a.place("b2", "0.1", "65000"), REJECTED, reasons.DAILY_LOSS_LIMIT)
+
+    a.now = next_midnight(a.now)
+    a.expect(a.snapshot(equity="90000"), TRUTH)
+    assert a.last_types()[0] == DAY_ROLLED
+    assert a.last[0].to_data()["closed_day_pnl"] == "-2100"
+    # 90 000 against a peak of 100 000: a drawdown of 1 000 bps, over the 500 allowed
+    a.expect(a.place("b3", "0.1", "65000"), REJECTED, reasons.MAX_DRAWDOWN)
+    return a
+
+
+def sections_scenario() -> Account:
+    """The Brain's commands under a policy without Brain sections; halt and resume still work."""
+    a = Account()
+    a.expect(a.activate(), "policy.activated.v1")
+    a.advance()
+    for wire, section in [
+        (a.snapshot(), "truth"),
+        (a.regime("CRASH"), "allocation"),
+        (a.tail("BTCUSDT", "1.5"), "tail_risk"),
+    ]:
+        event = a.expect(wire, REFUSED, reasons.POLICY_SECTION_MISSING)
+        assert event.to_data()["detail"] == {"section": section}
+    a.expect(a.halt(), BREAKER)
+    a.expect(a.place("h", "0.1", "65000"), REJECTED, reasons.BREAKER_HALTED)
+    a.expect(a.resume(), BREAKER)
+    a.expect(a.place("ok", "0.1", "65000"), ACCEPTED)
+    return a
+
+
+SCENARIOS = [
+    lifecycle_scenario,
+    exposure_scenario,
+    rate_scenario,
+    brain_scenario,
+    venue_scenario,
+    budget_scenario,
+    sections_scenario,
+]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
@@ -500,7 +806,7 @@ def test_scenarios_cover_every_event_type_and_reason_code() -> None:
 
 def test_a_market_order_refusal_records_a_null_price() -> None:
     account = Account()
-    event = account.decide(account.place("m", "0.0005", None, "65000"))
+    event = account.expect(account.place("m", "0.0005", None, "65000"), "order.rejected.v1")
     assert isinstance(event, OrderRejected)
     assert event.to_data()["price"] is None
 
@@ -520,6 +826,70 @@ def test_strict_validation_refuses_what_the_core_never_writes() -> None:
         EVENT_DATA_MODELS["order.accepted.v1"].model_validate(
             {**accepted.to_data(), "phase_id": "2"}, strict=True
         )
+
+
+def test_a_flatten_with_the_longest_ids_and_reason_writes_valid_events() -> None:
+    """A 120-character command id makes a 130-character `flatten-<id>.0` client order id, and
+    a 1000-character reason a 1009-character `flatten: <reason>` cancel reason."""
+    a = Account(brain=True)
+    a.expect(a.activate(), "policy.activated.v1")
+    a.advance()
+    a.expect(a.snapshot(), TRUTH)
+    buy = a.place("b", "0.1", "65000")
+    a.expect(buy, ACCEPTED)
+    a.expect(a.fill(a.order_id(buy), "f1", "0.05", "65000"), "order.filled.v1")
+    command_id = "c" * 120
+    a.decide(a.flatten(command_id=command_id, reason="r" * 1000, phase_id=3, intent_id="i-1"))
+    assert a.last_types() == [BREAKER, "order.cancel_requested.v1", ACCEPTED]
+    closing = a.last[-1].to_data()
+    assert closing["client_order_id"] == f"flatten-{command_id}.0"
+    assert closing["order_id"] == f"ord-{command_id}.0"
+    assert (closing["phase_id"], closing["intent_id"]) == (3, "i-1")
+    COMMANDS.validate_python(a.fill(closing["order_id"], "f2", "0.05", "64025"))
+
+
+@functools.cache
+def first_event_data() -> dict[str, dict[str, Any]]:
+    """The data of the first event of each type the Brain scenarios write."""
+    written: dict[str, dict[str, Any]] = {}
+    for scenario in (brain_scenario, venue_scenario, budget_scenario):
+        for event in scenario().events:
+            written.setdefault(event.type_name(), event.to_data())
+    return written
+
+
+@pytest.mark.parametrize(
+    "type_name, change",
+    [
+        ("breaker.transitioned.v1", {"to_state": "NORMAL", "from_state": "NORMAL"}),
+        ("breaker.transitioned.v1", {"trigger": "cosmic_rays"}),
+        ("breaker.transitioned.v1", {"to_state": "OFF"}),
+        ("truth.snapshot_recorded.v1", {"score": 101}),
+        ("truth.snapshot_recorded.v1", {"score": -1}),
+        ("truth.snapshot_recorded.v1", {"equity": 100000}),
+        ("truth.snapshot_recorded.v1", {"components": []}),
+        ("truth.snapshot_recorded.v1", {"missing_order_ids": ["o1"]}),
+        ("venue.status_changed.v1", {"to_status": "OK", "from_status": "OK"}),
+        ("venue.status_changed.v1", {"to_status": "SLOW"}),
+        ("regime.changed.v1", {"to_regime": "PANIC"}),
+        ("tail_risk.recorded.v1", {"tail_exponent": "-1.5"}),
+        ("tail_risk.recorded.v1", {"sample_size": 0}),
+        ("budget.day_rolled.v1", {"to_day": "19676"}),
+        ("order.accepted.v1", {"phase_id": 4}),
+        ("order.accepted.v1", {"client_order_id": "flatten-" + "c" * 121 + ".0"}),
+        ("order.accepted.v1", {"intent_id": "has space"}),
+    ],
+)
+def test_strict_validation_refuses_brain_data_the_core_never_writes(
+    type_name: str, change: dict[str, Any]
+) -> None:
+    written = first_event_data()
+    model = EVENT_DATA_MODELS[type_name]
+    model.model_validate(written[type_name], strict=True)
+    with pytest.raises(ValidationError):
+        model.model_validate({**written[type_name], **change}, strict=True)
+    with pytest.raises(ValidationError, match="extra"):
+        model.model_validate({**written[type_name], "note": "x"}, strict=True)
 
 
 def test_every_order_id_the_core_derives_can_be_named_on_the_wire() -> None:
@@ -698,6 +1068,39 @@ def test_the_default_policy_validates() -> None:
     assert policy.model_dump(mode="json") == document
 
 
+def test_the_default_policy_turns_on_every_part_of_the_brain() -> None:
+    risk = policy_from_document(load_default_policy()).risk
+    sections = [
+        risk.truth,
+        risk.breaker,
+        risk.venue_quality,
+        risk.allocation,
+        risk.tail,
+        risk.budget,
+    ]
+    assert all(section is not None for section in sections)
+    assert risk.allocation is not None and risk.allocation.initial_equity_money == 100_000 * 10**8
+
+
+def test_a_policy_without_brain_sections_keeps_its_canonical_form() -> None:
+    """A section left out is left out of the canonical JSON too (not written as null), so a
+    policy written before the Brain keeps its hash and its ledgers replay unchanged."""
+    document = pre_brain_policy()
+    policy = PolicyDocument.model_validate(document, strict=True)
+    assert policy.model_dump(mode="json") == document
+    assert policy_hash(policy) == document_hash(document)
+    assert not policy_from_document(document).risk.any()
+
+
+def test_budget_breaker_levels_default_to_halted_and_defensive() -> None:
+    document = load_default_policy()
+    del document["budget"]["daily_loss_breaker"]
+    del document["budget"]["drawdown_breaker"]
+    budget = PolicyDocument.model_validate(document, strict=True).budget
+    assert budget is not None
+    assert (budget.daily_loss_breaker, budget.drawdown_breaker) == ("HALTED", "DEFENSIVE")
+
+
 def _policy_with(change: Any) -> dict[str, Any]:
     document = load_default_policy()
     change(document)
@@ -738,6 +1141,103 @@ def test_bad_policies_are_refused(change: Any, message: str) -> None:
         PolicyDocument.model_validate(document)
     with pytest.raises(ValidationError, match=message):
         PolicyDocument.model_validate_json(json.dumps(document))
+
+
+def _bands_descending(document: dict[str, Any]) -> None:
+    document["allocation"]["bands"].reverse()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda d: d["truth"].update(halt_below=90),
+            "halt_below must not exceed truth.defensive_below",
+        ),
+        (
+            lambda d: d["truth"].update(
+                weights={k: 0 for k in d["truth"]["weights"]},
+            ),
+            "weights must not all be zero",
+        ),
+        (_bands_descending, "bands must ascend by min_equity"),
+        (
+            lambda d: d["allocation"]["bands"][1].update(min_equity="0"),
+            "bands must ascend by min_equity",
+        ),
+        (lambda d: d["budget"].update(daily_loss_breaker="NORMAL"), "'DEFENSIVE' or 'HALTED'"),
+        (lambda d: d["budget"].update(drawdown_breaker="defensive"), "'DEFENSIVE' or 'HALTED'"),
+        (lambda d: d["truth"].update(grace_ms=10), "Extra inputs are not permitted"),
+        (lambda d: d["breaker"].update(cooldown_ms=10), "Extra inputs are not permitted"),
+        (lambda d: d["truth"]["weights"].update(vibes=1), "Extra inputs are not permitted"),
+        (
+            lambda d: d["allocation"]["regimes"].update(
+                BUBBLE={"phases": [], "leverage_factor_bps": 0}
+            ),
+            "Extra inputs are not permitted",
+        ),
+        (lambda d: d["allocation"]["regimes"].pop("CRASH"), "Field required"),
+        (lambda d: d["truth"].pop("stale_after_ms"), "Field required"),
+        (lambda d: d["truth"].update(min_score_for_new_risk=101), "less than or equal to 100"),
+        (lambda d: d["breaker"].update(defensive_factor_bps=10001), "less than or equal to 10000"),
+        (lambda d: d["breaker"].update(recovery_ms="60000"), "valid integer"),
+        (lambda d: d["venue_quality"].update(window=0), "greater than or equal to 1"),
+        (
+            lambda d: d["venue_quality"].update(degraded_latency_ms=2000),
+            "degraded thresholds must not exceed halted ones",
+        ),
+        (lambda d: d["allocation"]["bands"][0].update(phases=[4]), "less than or equal to 3"),
+        (lambda d: d["allocation"].update(bands=[]), "at least 1 item"),
+        (lambda d: d["tail_risk"].update(min_tail_exponent=2.2), "valid string"),
+        (lambda d: d["budget"].update(daily_loss_limit="-5"), "should match pattern"),
+    ],
+    ids=[
+        "halt-below-over-defensive-below",
+        "all-zero-weights",
+        "descending-bands",
+        "equal-bands",
+        "bad-daily-loss-level",
+        "bad-drawdown-level",
+        "unknown-truth-field",
+        "unknown-breaker-field",
+        "unknown-weight",
+        "unknown-regime",
+        "missing-regime",
+        "missing-truth-field",
+        "score-over-100",
+        "factor-over-10000",
+        "string-integer",
+        "empty-window",
+        "degraded-over-halted",
+        "phase-4",
+        "no-bands",
+        "float-exponent",
+        "negative-money",
+    ],
+)
+def test_bad_brain_sections_are_refused(change: Any, message: str) -> None:
+    document = _policy_with(change)
+    with pytest.raises(ValidationError, match=message):
+        PolicyDocument.model_validate(document)
+    with pytest.raises(ValidationError, match=message):
+        PolicyDocument.model_validate_json(json.dumps(document))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["truth"].update(weights={k: 0 for k in d["truth"]["weights"]}), "all be zero"),
+        (_bands_descending, "ascend by min_equity"),
+        (lambda d: d["budget"].update(daily_loss_breaker="NORMAL"), "DEFENSIVE or HALTED"),
+        (lambda d: d["allocation"]["regimes"].pop("CRASH"), "CRASH is missing"),
+        (lambda d: d["truth"].pop("stale_after_ms"), "'stale_after_ms' is missing"),
+    ],
+    ids=["all-zero-weights", "descending-bands", "bad-level", "missing-regime", "missing-field"],
+)
+def test_the_core_refuses_bad_brain_sections_too(change: Any, message: str) -> None:
+    """The core guards itself as well, should a document reach it unvalidated."""
+    with pytest.raises(PolicyError, match=message):
+        policy_from_document(_policy_with(change))
 
 
 # --- (4) command models ---------------------------------------------------------------------------
