@@ -59,7 +59,7 @@ class Context:
 class Decision:
     """One command decided against a state: the records to append and the state after them."""
 
-    __slots__ = ("records", "state", "outcome", "reason", "events")
+    __slots__ = ("events", "outcome", "reason", "records", "state")
 
     def __init__(self, records: list[NewRecord], state: Any, outcome: str, reason: str, events: int) -> None:
         self.records = records

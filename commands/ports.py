@@ -11,6 +11,10 @@ class LedgerError(Exception):
     """The ledger cannot be opened or read (not a titan ledger, corrupt, unreachable)."""
 
 
+class LedgerUnreachable(LedgerError):
+    """The ledger's server cannot be reached: refused, timed out, lost, or it refused the login."""
+
+
 class VersionConflict(LedgerError):
     """A record's (stream_id, version) already exists: another writer got there first."""
 

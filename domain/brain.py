@@ -42,6 +42,7 @@ from .numbers import (
     format_units,
     parse_units,
 )
+from .policy import Policy
 from .risk_policy import (
     DEFENSIVE,
     HALTED,
@@ -337,15 +338,14 @@ def trigger_summary(active: list[Trigger]) -> dict[str, str]:
     return summary
 
 
-def venue_changes(state: State, ts_ns: int) -> list[Event]:
+def venue_changes(brain: Brain, policy: Policy, ts_ns: int) -> list[Event]:
     """Venue status transitions the current windows call for."""
-    policy = state.policy
-    vq = policy.risk.venue_quality if policy is not None else None
+    vq = policy.risk.venue_quality
     changes: list[Event] = []
     if vq is None:
         return changes
-    for venue in sorted(state.brain.venues):
-        quality = state.brain.venues[venue]
+    for venue in sorted(brain.venues):
+        quality = brain.venues[venue]
         status = venue_status(vq, quality, ts_ns)
         if status != quality.status:
             latency, slippage, samples = venue_means(vq, quality, ts_ns)
@@ -353,13 +353,9 @@ def venue_changes(state: State, ts_ns: int) -> list[Event]:
     return changes
 
 
-def breaker_step(state: State, ts_ns: int) -> Event | None:
+def breaker_step(brain: Brain, policy: Policy, ts_ns: int) -> Event | None:
     """Escalate at once to the highest active trigger's level; leave DEFENSIVE for NORMAL once
     every trigger has been clear for the recovery time. HALTED waits for an operator's Resume."""
-    policy = state.policy
-    if policy is None:
-        return None
-    brain = state.brain
     breaker = policy.risk.breaker
     if breaker is None and brain.breaker != DEFENSIVE:
         return None
@@ -380,15 +376,14 @@ def breaker_step(state: State, ts_ns: int) -> Event | None:
     return None
 
 
-def day_roll(state: State, ts_ns: int) -> Event | None:
+def day_roll(brain: Brain, policy: Policy, ts_ns: int) -> Event | None:
     """The budget day's roll, when a command is the first of a new UTC day."""
-    policy = state.policy
-    if policy is None or policy.risk.budget is None:
+    if policy.risk.budget is None:
         return None
     day = day_of(ts_ns)
-    if day == state.brain.day:
+    if day == brain.day:
         return None
-    return DayRolled(ts_ns, state.brain.day, day, state.brain.day_pnl_money)
+    return DayRolled(ts_ns, brain.day, day, brain.day_pnl_money)
 
 
 # --- allocation -------------------------------------------------------------------------------
@@ -465,7 +460,11 @@ def _with_venue(b: Brain, venue: str, quality: VenueQuality) -> dict[str, VenueQ
 
 def next_brain(state: State, event: Event) -> Brain:
     """The Brain after an event (the same object when the event does not touch it)."""
-    b = state.brain
+    return advance_brain(state.brain, state, event)
+
+
+def advance_brain(b: Brain, state: State, event: Event) -> Brain:
+    """`b` after an event; `state` gives the policy and the open orders the event refers to."""
     policy = state.policy
     risk = policy.risk if policy is not None else None
     if isinstance(event, OrderFilled):

@@ -10,6 +10,7 @@ from typing import Final
 
 from . import reasons
 from .brain import (
+    advance_brain,
     breaker_step,
     day_roll,
     next_brain,
@@ -70,6 +71,7 @@ from .model import (
     PARTIALLY_FILLED,
     SELL,
     VENUE_REJECTED,
+    Brain,
     ClosedOrder,
     Order,
     Position,
@@ -86,7 +88,7 @@ from .numbers import (
     is_decimal,
     parse_units,
 )
-from .policy import Instrument
+from .policy import Instrument, Policy
 from .risk_policy import DEFENSIVE, HALTED, NORMAL, RATIO_DECIMALS
 
 ORDER_ID_PREFIX: Final = "ord-"
@@ -116,22 +118,34 @@ def decide(command: Command, state: State) -> list[Event]:
     policy = state.policy
     if policy is None or (not policy.risk.any() and state.brain.breaker == NORMAL):
         return _decide_command(command, state)
+    # Only the Brain's part of the state is carried forward here: it is all the day roll, the
+    # venue windows and the breaker read, and the command itself is decided on the full state.
     events: list[Event] = []
     current = state
-    roll = day_roll(current, command.ts_ns)
+    brain = state.brain
+    roll = day_roll(brain, policy, command.ts_ns)
     if roll is not None:
         events.append(roll)
         current = evolve(current, roll)
+        brain = current.brain
     for event in _decide_command(command, current):
         events.append(event)
-        current = evolve(current, event)
-    for change in venue_changes(current, command.ts_ns):
+        brain = _brain_after(brain, current, event, policy)
+    for change in venue_changes(brain, policy, command.ts_ns):
         events.append(change)
-        current = evolve(current, change)
-    transition = breaker_step(current, command.ts_ns)
+        brain = _brain_after(brain, current, change, policy)
+    transition = breaker_step(brain, policy, command.ts_ns)
     if transition is not None:
         events.append(transition)
     return events
+
+
+def _brain_after(brain: Brain, state: State, event: Event, policy: Policy) -> Brain:
+    """The Brain after an event, exactly as `evolve` would leave it."""
+    after = advance_brain(brain, state, event)
+    if after.breaker == DEFENSIVE:
+        after = track_clear(after, policy.risk, event.ts_ns)
+    return after
 
 
 def _decide_command(command: Command, state: State) -> list[Event]:

@@ -17,23 +17,34 @@ class UnsupportedLedgerURL(LedgerError):
     """A ledger URL this build cannot open."""
 
 
-ACCEPTED_URLS = "sqlite:///relative/path, sqlite:////absolute/path or sqlite:///:memory:"
+ACCEPTED_URLS = (
+    "sqlite:///relative/path, sqlite:////absolute/path, sqlite:///:memory: "
+    "or postgresql://user@host:port/database"
+)
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def sqlite_path(url: str) -> str:
     """The filesystem path (or :memory:) of a sqlite:/// URL; raise UnsupportedLedgerURL."""
-    if url.startswith(("postgresql://", "postgres://")):
-        raise UnsupportedLedgerURL(
-            f"ledger URL {url!r}: the PostgreSQL ledger is not part of this build yet; "
-            f"use {ACCEPTED_URLS}"
-        )
     if not url.startswith("sqlite:///") or url == "sqlite:///":
         raise UnsupportedLedgerURL(f"ledger URL {url!r} is not accepted; use {ACCEPTED_URLS}")
     return url[len("sqlite:///") :]
 
 
 def open_ledger(url: str, *, create: bool = True) -> Ledger:
-    """Open the ledger a URL names; a missing embedded file is created when `create` is true."""
+    """Open the ledger a URL names; a missing embedded file is created when `create` is true.
+
+    A postgresql:// URL names an existing database: with `create`, its pending migrations are
+    applied first (`titan db upgrade`); an unreachable server raises LedgerUnreachable.
+    """
+    if url.startswith(POSTGRES_SCHEMES):
+        from adapters.postgres_ledger import PostgresLedger
+
+        from .pg_migrations import upgrade
+
+        if create:
+            upgrade(url)
+        return PostgresLedger(url)
     path = sqlite_path(url)
     if path != ":memory:":
         if not create and not os.path.exists(path):

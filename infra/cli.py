@@ -13,7 +13,7 @@ import orjson
 import typer
 from rich.table import Table
 
-from commands.ports import Ledger, LedgerError
+from commands.ports import Ledger, LedgerError, LedgerUnreachable
 from schemas.policy import policy_hash
 
 from . import demo as demo_session
@@ -306,7 +306,7 @@ def bench(
 
 # Areas register their own commands: each infra/cli_<area>.py has register(app, groups).
 GROUPS: dict[str, typer.Typer] = {"policy": policy_app, "ledger": ledger_app}
-for _area in ():  # type: ignore[var-annotated]
+for _area in (__import__("infra.cli_projections", fromlist=["register"]), __import__("infra.cli_db", fromlist=["register"])):
     _area.register(app, GROUPS)
 
 
@@ -317,6 +317,12 @@ def main() -> None:
     except ImportError as exc:  # a stale compiled core refuses to load
         err.print(f"[bold red]error:[/] {exc}")
         sys.exit(EXIT_UNREACHABLE)
+    except LedgerUnreachable as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(EXIT_UNREACHABLE)
+    except LedgerError as exc:  # a lease held elsewhere, a corrupt record: said plainly, nothing written
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(EXIT_BAD_INPUT)
 
 
 

@@ -15,7 +15,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from commands.ports import Ledger, LedgerError
+from commands.ports import Ledger, LedgerError, LedgerUnreachable
 from schemas.policy import PolicyDocument
 
 from .bootstrap import open_ledger
@@ -59,11 +59,12 @@ def print_json(document: Any) -> None:
 
 
 def open_or_fail(settings: Settings, *, create: bool = True) -> Ledger:
-    """The ledger the settings name, or exit 2 with the reason."""
+    """The ledger the settings name, or exit with the reason: 3 if its server is unreachable,
+    else 2."""
     try:
         return open_ledger(settings.ledger_url, create=create)
     except LedgerError as exc:
-        fail(str(exc), EXIT_BAD_INPUT)
+        fail(str(exc), EXIT_UNREACHABLE if isinstance(exc, LedgerUnreachable) else EXIT_BAD_INPUT)
 
 
 def read_policy_file(path: Path) -> PolicyDocument:

@@ -131,7 +131,7 @@ class Session:
             self.regime = regime
             self.submit(wire.SetRegime(**self._common("regime", n, "ai-quant"), regime=regime, reason="realized vol / drawdown"))  # type: ignore[arg-type]
 
-    def operator(self, kind: type[wire.Halt] | type[wire.Resume], n: int, reason: str) -> None:
+    def operator(self, kind: type[wire.Halt | wire.Resume], n: int, reason: str) -> None:
         self.submit(kind(**self._common("operator", n, "operator:alice"), reason=reason))
 
     def order(self, n: int, intent: Intent, fault: int) -> wire.PlaceOrder:

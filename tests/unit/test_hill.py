@@ -37,7 +37,7 @@ def test_student_t_with_three_degrees_of_freedom_has_tail_exponent_near_three() 
 def test_a_thin_tail_gives_a_large_exponent() -> None:
     rng = random.Random(3)
     sample = [repr(rng.gauss(0.0, 1.0)) for _ in range(20_000)]
-    assert hill_exponent(sample, 200) > Decimal("4")
+    assert hill_exponent(sample, 200) > Decimal(4)
 
 
 def test_is_deterministic_and_order_free() -> None:

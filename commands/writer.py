@@ -1,0 +1,456 @@
+"""Group commit: one writer task per account decides its commands in order and appends each batch
+of them in one transaction (SPEC §2, issue 4).
+
+A writer holds its account stream's lease (at most one writer per account), keeps the account's
+state in memory, and loops: take every command queued (up to `max_batch`), decide each through
+`decide_records()` against the state left by the one before, append all their records in one
+transaction, and only then answer the callers. Batches grow with the load: one command when it is
+quiet, up to the cap when callers queue up while a commit is in flight.
+
+Duplicates are answered with the original outcome and append nothing: command ids already in the
+ledger (the append finds them under its lock; the batch is then decided again without them) and
+repeats within a batch. When an append fails (a lost connection,
+a lost lease), every caller of that batch gets the error, never a success (its outcome is unknown
+when the connection dropped during commit: resubmitting the same command id is always safe), and
+the writer takes its lease again and reloads the account from the ledger before going on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Final
+
+from schemas import commands as wire
+from schemas.canonical import document_hash
+
+from .accounts import fold
+from .envelope import account_stream, command_stream
+from .handlers import Decision, Outcome, decide_records, duplicate_outcome
+from .lease import LeaseRefused, LeaseStore, StreamLease
+from .ports import LedgerError, NewRecord, Record, VersionConflict
+
+DEFAULT_MAX_BATCH: Final = 500
+MAX_CONFLICTS: Final = 5
+DEFAULT_RECONNECT_TIMEOUT_S: Final = 30.0
+POLICY_ACTIVATED: Final = "policy.activated.v1"
+
+
+class WriterUnavailable(LedgerError):
+    """The writer cannot take commands now: stopped, lease lost, or the ledger unreachable."""
+
+
+class PolicyIntegrityError(LedgerError):
+    """The ledger's active policy hash does not verify: the writer refuses to decide on it."""
+
+
+def default_holder(account_id: str) -> str:
+    """How a writer names itself to a second writer it refuses."""
+    return f"titan-writer {account_id} {socket.gethostname()}:{os.getpid()}"
+
+
+def verify_active_policy(
+    account_id: str, records: Sequence[Record], active_hash: str, expected_hash: str | None = None
+) -> None:
+    """Check that the account's active policy hash is the hash of the policy document recorded
+    when it was activated (and, if given, the hash the operator expects); raise
+    PolicyIntegrityError naming the record."""
+    activation: Record | None = None
+    for record in records:
+        if record.type == POLICY_ACTIVATED:
+            activation = record
+    if activation is None:
+        if active_hash:
+            raise PolicyIntegrityError(
+                f"account {account_id!r} has active policy {active_hash} but no {POLICY_ACTIVATED} record"
+            )
+    else:
+        data = activation.envelope["data"]
+        recomputed = document_hash(data.get("policy"))
+        if data.get("policy_hash") != recomputed:
+            raise PolicyIntegrityError(
+                f"account {account_id!r}: the policy activated at position {activation.position} "
+                f"records hash {data.get('policy_hash')} but its document hashes to {recomputed}"
+            )
+        if active_hash != recomputed:
+            raise PolicyIntegrityError(
+                f"account {account_id!r}: the state's active policy hash {active_hash or 'none'} is "
+                f"not the one activated at position {activation.position} ({recomputed})"
+            )
+    if expected_hash is not None and active_hash != expected_hash:
+        raise PolicyIntegrityError(
+            f"account {account_id!r}: the ledger's active policy is {active_hash or 'none'}, "
+            f"this writer was started for policy {expected_hash}"
+        )
+
+
+class _Pending:
+    __slots__ = ("command", "future")
+
+    def __init__(self, command: wire.AnyCommand, future: asyncio.Future[Outcome]) -> None:
+        self.command = command
+        self.future = future
+
+
+class _Plan:
+    """A batch decided against the writer's state: its records and what to answer each caller."""
+
+    __slots__ = ("entries", "records", "state", "version")
+
+    def __init__(self, state: Any, version: int) -> None:
+        self.records: list[NewRecord] = []
+        # Per caller: ("new", first record index, Decision) | ("known", Record)
+        # | ("repeat", index of the first caller in the batch) | ("error", exception)
+        self.entries: list[tuple[str, Any, Any]] = []
+        self.state = state
+        self.version = version
+
+
+_STOP: Final = object()
+
+
+class AccountWriter:
+    """The single writer of one account: a queue, a task, a lease and the account's state."""
+
+    def __init__(
+        self,
+        account_id: str,
+        store: LeaseStore,
+        core: Any,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        holder: str | None = None,
+        expected_policy_hash: str | None = None,
+        reconnect_timeout_s: float = DEFAULT_RECONNECT_TIMEOUT_S,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        self.account_id = account_id
+        self.stream_id = account_stream(account_id)
+        self.max_batch = max_batch
+        self.holder = holder or default_holder(account_id)
+        self.expected_policy_hash = expected_policy_hash
+        self.reconnect_timeout_s = reconnect_timeout_s
+        self.batch_sizes: Counter[int] = Counter()
+        """How many batches of each size were committed (for tests and `titan bench`)."""
+        self._store = store
+        self._core = core
+        self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
+        self._lease: StreamLease | None = None
+        self._state: Any = None
+        self._version = 0
+        self._task: asyncio.Task[None] | None = None
+        self._failure: LedgerError | None = None
+        self._stopping = False
+
+    @property
+    def state(self) -> Any:
+        """The account's state after the last committed batch."""
+        return self._state
+
+    @property
+    def version(self) -> int:
+        """The account stream's version after the last committed batch."""
+        return self._version
+
+    @property
+    def failed(self) -> LedgerError | None:
+        """Why the writer stopped taking commands, if it did."""
+        return self._failure
+
+    async def start(self) -> None:
+        """Take the lease (LeaseRefused if another writer has it), load the account from the
+        ledger, verify its active policy hash, then start taking commands."""
+        if self._task is not None:
+            raise RuntimeError(f"the writer of {self.account_id!r} is already started")
+        await self._take_lease_and_load()
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"titan-writer-{self.account_id}"
+        )
+
+    async def submit(self, command: wire.AnyCommand) -> Outcome:
+        """Decide and record a command; return once its records are durable."""
+        if command.account_id != self.account_id:
+            raise ValueError(
+                f"command {command.command_id!r} is for account {command.account_id!r}; "
+                f"this is the writer of {self.account_id!r}"
+            )
+        self._check_open()
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(command, future))
+        return await future
+
+    async def stop(self) -> None:
+        """Commit what is queued, stop, and give the lease up."""
+        if not self._stopping:
+            self._stopping = True
+            self._queue.put_nowait(_STOP)
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        await self._release_lease()
+
+    # The loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is _STOP:
+                    return
+                batch = [item]
+                stop_after = False
+                while len(batch) < self.max_batch:
+                    try:
+                        item = self._queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    if item is _STOP:
+                        stop_after = True
+                        break
+                    batch.append(item)
+                pending = [p for p in batch if isinstance(p, _Pending)]
+                try:
+                    await self._commit(pending)
+                except BaseException:
+                    # Cancelled mid-batch (the loop is shutting down): nobody is left waiting
+                    # for an answer that will never come.
+                    self._fail_batch(pending, None, self._stopped())
+                    raise
+                if stop_after or self._failure is not None:
+                    return
+        finally:
+            self._fail_queued(self._failure or self._stopped())
+
+    def _stopped(self) -> WriterUnavailable:
+        return WriterUnavailable(
+            f"the writer of {self.account_id!r} stopped before deciding this command; "
+            "resubmit it (its command id makes a repeat harmless)"
+        )
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        lease = self._lease
+        assert lease is not None
+        plan: _Plan | None = None
+        # Command ids already in the ledger: the append itself finds them (a command stream's
+        # version 1 exists, checked under the table lock), so the common batch, all new, costs no
+        # extra query; on such a conflict, read them and decide the batch again without them.
+        known: dict[str, Record] = {}
+        try:
+            for _attempt in range(MAX_CONFLICTS):
+                plan = self._plan(batch, known)
+                try:
+                    sealed = await lease.append(plan.records) if plan.records else []
+                except VersionConflict as conflict:
+                    if conflict.stream_id == self.stream_id:
+                        # The account was written outside this writer: catch up.
+                        await self._catch_up()
+                    else:
+                        streams = [command_stream(p.command.command_id) for p in batch]
+                        known = await lease.first_records(streams)
+                    continue
+                self._state, self._version = plan.state, plan.version
+                self.batch_sizes[len(batch)] += 1
+                self._answer(batch, plan, sealed)
+                return
+            raise WriterUnavailable(
+                f"the writer of {self.account_id!r} met {MAX_CONFLICTS} version conflicts in a row"
+            )
+        except Exception as error:  # noqa: BLE001 - whatever went wrong, no caller may hang
+            failure = (
+                error
+                if isinstance(error, LedgerError)
+                else LedgerError(f"the writer of {self.account_id!r} failed: {error}")
+            )
+            self._fail_batch(batch, plan, failure)
+            # The batch may or may not have committed: take the lease again and reload the
+            # account from the ledger, as a new leader would.
+            await self._recover()
+
+    def _plan(self, batch: list[_Pending], known: dict[str, Record]) -> _Plan:
+        plan = _Plan(self._state, self._version)
+        first_in_batch: dict[str, int] = {}
+        for index, pending in enumerate(batch):
+            command = pending.command
+            command_id = command.command_id
+            recorded = known.get(command_stream(command_id))
+            if recorded is not None:
+                plan.entries.append(("known", recorded, None))
+                continue
+            if command_id in first_in_batch:
+                plan.entries.append(("repeat", first_in_batch[command_id], None))
+                continue
+            try:
+                decision = decide_records(command, plan.state, plan.version, self._core)
+            except Exception as error:  # noqa: BLE001 - an invalid command: its caller alone gets it
+                plan.entries.append(("error", error, None))
+                continue
+            first_in_batch[command_id] = index
+            plan.entries.append(("new", len(plan.records), decision))
+            plan.records.extend(decision.records)
+            plan.state = decision.state
+            plan.version += decision.events
+        return plan
+
+    def _answer(self, batch: list[_Pending], plan: _Plan, sealed: list[Record]) -> None:
+        outcomes: list[Outcome | None] = []
+        for pending, (kind, value, decision) in zip(batch, plan.entries, strict=True):
+            outcome: Outcome | None = None
+            if kind == "new":
+                outcome = _new_outcome(pending.command, value, decision, sealed)
+            elif kind == "known":
+                outcome = duplicate_outcome(value)
+            elif kind == "repeat":
+                first = outcomes[value]
+                assert first is not None
+                outcome = Outcome(first.command_id, "duplicate", first.reason, first.events, first.position)
+            outcomes.append(outcome)
+            if pending.future.done():
+                continue  # the caller gave up waiting; the command is recorded all the same
+            if outcome is None:
+                pending.future.set_exception(value)
+            else:
+                pending.future.set_result(outcome)
+
+    def _fail_batch(self, batch: list[_Pending], plan: _Plan | None, error: LedgerError) -> None:
+        entries = plan.entries if plan is not None and len(plan.entries) == len(batch) else None
+        for index, pending in enumerate(batch):
+            if pending.future.done():
+                continue
+            if entries is not None and entries[index][0] == "error":
+                pending.future.set_exception(entries[index][1])
+            else:
+                pending.future.set_exception(error)
+
+    def _fail_queued(self, error: LedgerError) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            if isinstance(item, _Pending) and not item.future.done():
+                item.future.set_exception(error)
+
+    # Lease and state -----------------------------------------------------------------------
+
+    async def _take_lease_and_load(self) -> None:
+        lease = await self._store.acquire_lease(self.stream_id, self.holder)
+        try:
+            records = await lease.read_stream(self.stream_id)
+            state = fold(self._core, self._core.decider.initial_state(self.account_id), records)
+            verify_active_policy(
+                self.account_id, records, state.policy_hash or "", self.expected_policy_hash
+            )
+        except BaseException:
+            await lease.release()
+            raise
+        self._lease = lease
+        self._state = state
+        self._version = records[-1].version if records else 0
+
+    async def _catch_up(self) -> None:
+        assert self._lease is not None
+        newer = await self._lease.read_stream(self.stream_id, after_version=self._version)
+        if newer:
+            self._state = fold(self._core, self._state, newer)
+            self._version = newer[-1].version
+
+    async def _recover(self) -> None:
+        await self._release_lease()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.reconnect_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                await self._take_lease_and_load()
+                return
+            except PolicyIntegrityError as error:
+                self._failure = error
+                return
+            except LeaseRefused as error:
+                if self.holder[:63] not in error.holder:
+                    self._failure = error  # another writer leads now
+                    return
+                # Still held by our own lost session, until the server notices it is gone.
+                if loop.time() + delay > deadline:
+                    self._failure = error
+                    return
+            except LedgerError as error:
+                if loop.time() + delay > deadline:
+                    self._failure = WriterUnavailable(
+                        f"the writer of {self.account_id!r} could not take its lease again within "
+                        f"{self.reconnect_timeout_s:g} s: {error}"
+                    )
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _release_lease(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            try:
+                await lease.release()
+            except LedgerError:
+                pass  # a lost connection has released it already
+
+    def _check_open(self) -> None:
+        if self._failure is not None:
+            raise WriterUnavailable(f"the writer of {self.account_id!r} stopped: {self._failure}")
+        if self._task is None or self._stopping or self._task.done():
+            raise WriterUnavailable(f"the writer of {self.account_id!r} is not running")
+
+
+def _new_outcome(command: wire.AnyCommand, start: int, decision: Decision, sealed: list[Record]) -> Outcome:
+    records = sealed[start : start + len(decision.records)]
+    refs = [{"type": r.type, "event_id": r.envelope["event_id"]} for r in records[:-1]]
+    return Outcome(command.command_id, decision.outcome, decision.reason or None, refs, records[-1].position)
+
+
+class GroupCommitBus:
+    """Routes each command to its account's writer, starting a writer on the account's first
+    command (and a new one after a writer failed)."""
+
+    def __init__(self, store: LeaseStore, core: Any, **writer_options: Any) -> None:
+        self._store = store
+        self._core = core
+        self._options = writer_options
+        self._writers: dict[str, AccountWriter] = {}
+        self._starting: dict[str, asyncio.Future[AccountWriter]] = {}
+
+    async def handle(self, command: wire.AnyCommand) -> Outcome:
+        """Decide and record one command through its account's writer."""
+        writer = await self.writer(command.account_id)
+        return await writer.submit(command)
+
+    async def writer(self, account_id: str) -> AccountWriter:
+        """The running writer of an account (started if needed; LeaseRefused if taken)."""
+        writer = self._writers.get(account_id)
+        if writer is not None and writer.failed is None:
+            return writer
+        starting = self._starting.get(account_id)
+        if starting is not None:
+            return await asyncio.shield(starting)
+        future: asyncio.Future[AccountWriter] = asyncio.get_running_loop().create_future()
+        self._starting[account_id] = future
+        try:
+            if writer is not None:
+                await writer.stop()
+            writer = AccountWriter(account_id, self._store, self._core, **self._options)
+            await writer.start()
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: only waiters that exist re-raise it
+            raise
+        finally:
+            del self._starting[account_id]
+        self._writers[account_id] = writer
+        future.set_result(writer)
+        return writer
+
+    async def stop(self) -> None:
+        """Stop every writer (each commits what it has queued first)."""
+        writers, self._writers = list(self._writers.values()), {}
+        for writer in writers:
+            await writer.stop()

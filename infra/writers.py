@@ -1,0 +1,26 @@
+"""Wiring of the group-commit writer: the lease store each kind of ledger gives it."""
+
+from __future__ import annotations
+
+import os
+
+from adapters.local_lease import LocalLeaseStore
+from adapters.sqlite_ledger import MEMORY, SQLiteLedger
+from commands.lease import LeaseStore
+from commands.ports import Ledger
+
+
+def lease_store(ledger: Ledger) -> LeaseStore:
+    """The ledger's own leases (PostgreSQL), or local ones over its sync API (SQLite).
+
+    An embedded ledger file gets lock files next to it, so that a writer in another process is
+    refused too.
+    """
+    if isinstance(ledger, SQLiteLedger):
+        lock_path = None if ledger.path == MEMORY else os.path.abspath(ledger.path)
+        return LocalLeaseStore(ledger, lock_path)
+    from adapters.postgres_ledger import PostgresLedger
+
+    if isinstance(ledger, PostgresLedger):
+        return ledger
+    return LocalLeaseStore(ledger)
