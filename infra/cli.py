@@ -291,13 +291,22 @@ def demo(
 
 @app.command()
 def bench(
-    commands: Annotated[int, typer.Option(min=1000, help="How many commands per measurement.")] = 100_000,
+    commands: Annotated[int, typer.Option(min=1000, help="How many commands per core measurement.")] = 100_000,
+    pg_url: Annotated[
+        str | None,
+        typer.Option("--pg-url", help="PostgreSQL for the durable and baseline figures (default TITAN_TEST_PG_URL; 'none' skips)."),
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Every figure at a reduced size (under a minute).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Measure decisions/s of the compiled and interpreted cores, and durable commands/s (embedded)."""
+    """Every figure side by side: both cores, embedded and PostgreSQL ledgers (group commit),
+    the eventsourcing baseline, replay verify, projection rebuild and export."""
+    import os
+
     from . import bench as benchmark
 
-    results = benchmark.run(commands)
+    url = pg_url or os.environ.get("TITAN_TEST_PG_URL") or "postgresql://postgres@127.0.0.1:5432/test"
+    results = benchmark.run(commands, pg_url=None if url == "none" else url, quick=quick)
     if as_json:
         _print_json(results)
     else:
@@ -306,7 +315,7 @@ def bench(
 
 # Areas register their own commands: each infra/cli_<area>.py has register(app, groups).
 GROUPS: dict[str, typer.Typer] = {"policy": policy_app, "ledger": ledger_app}
-for _area in (__import__("infra.cli_projections", fromlist=["register"]), __import__("infra.cli_db", fromlist=["register"])):
+for _area in (__import__("infra.cli_replay", fromlist=["register"]), __import__("infra.cli_projections", fromlist=["register"]), __import__("infra.cli_db", fromlist=["register"])):
     _area.register(app, GROUPS)
 
 

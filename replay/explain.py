@@ -1,0 +1,270 @@
+"""`titan explain ORDER_ID|COMMAND_ID`: a decision's trace, from the ledger alone (SPEC §6).
+
+1. The request: the command as recorded (actor, time, phase, intent, correlation, causation).
+2. The decision: the policy hash in force and the one the command carried, every check with its
+   value, limit and verdict, the outcome and reason, the events it produced.
+3. The context at that moment: the account replayed up to the decision (the state view: mode,
+   policy, positions, open orders — and the Brain's breaker, truth score, regime and allocation
+   once the state view carries them), with the last event of every kind that sets context
+   (policy activations, arm/disarm, and any Brain event type), i.e. the events that set it.
+4. For an order: its life after the decision — acks, fills (with slippage in basis points against
+   the order's reference price, signed so that positive is worse for us), cancels, venue
+   rejects — and the effect on the position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final
+
+from commands.accounts import fold
+from commands.envelope import account_stream, command_stream
+from commands.ports import Ledger, Record
+from commands.views import state_view
+
+from .points import format_ns
+from .state_at import ReplayInputError
+
+ORDER_PREFIX: Final = "ord-"
+BPS: Final = Decimal(10_000)
+SLIPPAGE_QUANTUM: Final = Decimal("0.01")
+PRICE_QUANTUM: Final = Decimal("0.00000001")
+
+# Event types of the order flow itself; every other account event type sets context.
+ORDER_FLOW_TYPES: Final = frozenset(
+    {
+        "order.accepted.v1",
+        "order.rejected.v1",
+        "order.acknowledged.v1",
+        "order.filled.v1",
+        "order.cancel_requested.v1",
+        "order.cancelled.v1",
+        "order.venue_rejected.v1",
+        "command.rejected.v1",
+    }
+)
+TERMINAL_TYPES: Final = frozenset({"order.cancelled.v1", "order.venue_rejected.v1"})
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What was asked about: the command record, and the order id when the command opened one."""
+
+    command_record: Record
+    order_id: str | None
+
+
+def find_subject(ledger: Ledger, ident: str) -> Subject:
+    """The command record for an order id (`ord-<command_id>`) or a command id."""
+    candidates = [ident]
+    if ident.startswith(ORDER_PREFIX):
+        candidates.insert(0, ident[len(ORDER_PREFIX) :])
+    for command_id in candidates:
+        found = ledger.read_stream(command_stream(command_id))
+        if found:
+            record = found[0]
+            command = (record.envelope.get("data") or {}).get("command") or {}
+            order_id = ORDER_PREFIX + command_id if command.get("type") == "place_order.v1" else command.get("order_id")
+            return Subject(record, order_id)
+    raise ReplayInputError(
+        f"no order or command {ident!r} in this ledger: give an order id (ord-<command id>, e.g. from "
+        "`titan state` or the demo's summary) or a command id"
+    )
+
+
+def slippage_bps(side: str, fill_price: str, reference_price: str) -> str | None:
+    """Fill price against the reference price, in basis points, positive when worse for us."""
+    try:
+        fill, reference = Decimal(fill_price), Decimal(reference_price)
+    except ArithmeticError:
+        return None
+    if reference <= 0:
+        return None
+    signed = (fill - reference) if side == "BUY" else (reference - fill)
+    return str((signed * BPS / reference).quantize(SLIPPAGE_QUANTUM))
+
+
+def _plain(value: Decimal) -> str:
+    """A decimal without trailing zeros and never in exponent notation."""
+    return format(value.normalize(), "f")
+
+
+def _ref(record: Record) -> dict[str, Any]:
+    envelope = record.envelope
+    return {
+        "position": record.position,
+        "event_id": envelope.get("event_id"),
+        "type": record.type,
+        "ts_ns": envelope.get("ts_ns"),
+        "time": format_ns(int(envelope.get("ts_ns", 0))),
+        "command_id": envelope.get("command_id"),
+        "actor": envelope.get("actor"),
+    }
+
+
+def _context(view: dict[str, Any]) -> dict[str, Any]:
+    """The state view without its long lists (positions and open orders are reported apart)."""
+    return {key: value for key, value in view.items() if not isinstance(value, list)}
+
+
+def _position_of(view: dict[str, Any], venue: str | None, symbol: str | None) -> dict[str, Any] | None:
+    for position in view.get("positions") or []:
+        if position.get("venue") == venue and position.get("symbol") == symbol:
+            return dict(position)
+    return None
+
+
+def explain(ledger: Ledger, core: Any, ident: str) -> dict[str, Any]:
+    """The decision trace of an order or a command, as plain JSON values."""
+    subject = find_subject(ledger, ident)
+    record = subject.command_record
+    envelope = record.envelope
+    data = envelope.get("data") or {}
+    command = data.get("command") or {}
+    account_id = str(command.get("account_id"))
+    stream_id = account_stream(account_id)
+    event_ids = list(data.get("event_ids") or [])
+    wanted = set(event_ids)
+
+    # Replay the account up to the decision; collect the decision's own events on the way.
+    state = core.decider.initial_state(account_id)
+    context_events: dict[str, dict[str, Any]] = {}
+    decision_events: list[Record] = []
+    first_version: int | None = None
+    for item in ledger.iter_all(0, 2000):
+        if item.position > record.position:
+            break
+        if item.stream_id != stream_id:
+            continue
+        if item.envelope.get("event_id") in wanted:
+            decision_events.append(item)
+            first_version = item.version if first_version is None else first_version
+            continue
+        if first_version is not None and item.version > first_version:
+            continue  # interleaved later decision (group commit): not part of "before"
+        state = fold(core, state, (item,))
+        if item.type not in ORDER_FLOW_TYPES:
+            context_events[item.type] = _ref(item)
+    view_before = state_view(core, state)
+
+    decision_data = [e.envelope.get("data") or {} for e in decision_events]
+    checks: list[dict[str, Any]] = []
+    for event_data in decision_data:
+        for check in event_data.get("checks") or []:
+            checks.append(dict(check))
+    trace: dict[str, Any] = {
+        "subject": ident,
+        "order_id": subject.order_id,
+        "command_id": envelope.get("command_id"),
+        "request": {
+            "type": command.get("type"),
+            "account_id": account_id,
+            "actor": command.get("actor"),
+            "ts_ns": command.get("ts_ns"),
+            "time": format_ns(int(command.get("ts_ns", 0))),
+            "issued_ts_ns": command.get("issued_ts_ns"),
+            "phase_id": command.get("phase_id"),
+            "intent_id": command.get("intent_id"),
+            "correlation_id": command.get("correlation_id"),
+            "causation_id": command.get("causation_id"),
+            "command": command,
+        },
+        "policy": {
+            "active_hash": envelope.get("policy_hash"),
+            "carried_hash": command.get("policy_hash"),
+            "policy_id": view_before.get("policy_id"),
+        },
+        "decision": {
+            "position": record.position,
+            "outcome": data.get("outcome"),
+            "reason": data.get("reason"),
+            "checks": checks,
+            "detail": next((d.get("detail") for d in decision_data if isinstance(d.get("detail"), dict)), None),
+            "events": [{**_ref(e), "data": e.envelope.get("data")} for e in decision_events],
+            "command_record": {"position": record.position, "hash": envelope.get("hash")},
+        },
+        "context": {
+            "as_of_position": record.position,
+            "state": _context(view_before),
+            "open_orders": len(view_before.get("open_orders") or []),
+            "set_by": sorted(context_events.values(), key=lambda r: int(r["position"])),
+        },
+    }
+    accepted = next((d for e, d in zip(decision_events, decision_data, strict=True) if e.type == "order.accepted.v1"), None)
+    if subject.order_id is not None and command.get("type") == "place_order.v1":
+        venue, symbol = command.get("venue"), command.get("symbol")
+        trace["context"]["position_before"] = _position_of(view_before, venue, symbol)
+        trace["lifecycle"] = _lifecycle(ledger, stream_id, subject.order_id, record.position, accepted, command)
+    return trace
+
+
+def _lifecycle(
+    ledger: Ledger,
+    stream_id: str,
+    order_id: str,
+    after: int,
+    accepted: dict[str, Any] | None,
+    command: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything that happened to an order after it was decided, and its effect on the position."""
+    if accepted is None:
+        return {"status": "REJECTED", "events": [], "fills": [], "position_after": None}
+    side = str(command.get("side"))
+    reference = str(accepted.get("reference_price"))
+    events: list[dict[str, Any]] = []
+    fills: list[dict[str, Any]] = []
+    status = "ACCEPTED"
+    position_after: dict[str, Any] | None = None
+    notional = Decimal(0)
+    quantity = Decimal(0)
+    for item in ledger.iter_all(after, 2000):
+        if item.stream_id != stream_id:
+            continue
+        data = item.envelope.get("data") or {}
+        detail = data.get("detail")
+        detail_order = detail.get("order_id") if isinstance(detail, dict) else None
+        if data.get("order_id") != order_id and detail_order != order_id:
+            continue
+        entry = {**_ref(item), "data": data}
+        events.append(entry)
+        if item.type == "order.acknowledged.v1":
+            status = "ACKNOWLEDGED" if status == "ACCEPTED" else status
+        elif item.type == "order.filled.v1":
+            status = str(data.get("status"))
+            fill = {
+                **_ref(item),
+                "fill_id": data.get("fill_id"),
+                "quantity": data.get("quantity"),
+                "price": data.get("price"),
+                "fee": data.get("fee"),
+                "liquidity": data.get("liquidity"),
+                "reference_price": reference,
+                "slippage_bps": slippage_bps(side, str(data.get("price")), reference),
+                "realized_pnl": data.get("realized_pnl"),
+            }
+            fills.append(fill)
+            position_after = data.get("position")
+            try:
+                notional += Decimal(str(data.get("price"))) * Decimal(str(data.get("quantity")))
+                quantity += Decimal(str(data.get("quantity")))
+            except ArithmeticError:
+                pass
+        elif item.type == "order.cancelled.v1":
+            status = "CANCELLED"
+        elif item.type == "order.venue_rejected.v1":
+            status = "VENUE_REJECTED"
+        if status in ("FILLED", "CANCELLED", "VENUE_REJECTED"):
+            break
+    average = (notional / quantity) if quantity else None
+    return {
+        "status": status,
+        "events": events,
+        "fills": fills,
+        "filled_quantity": str(quantity) if fills else "0",
+        "average_fill_price": None if average is None else _plain(average.quantize(PRICE_QUANTUM)),
+        "average_slippage_bps": None if average is None else slippage_bps(side, str(average), reference),
+        "realized_pnl": str(sum((Decimal(str(f["realized_pnl"])) for f in fills), Decimal(0))) if fills else "0",
+        "fees": str(sum((Decimal(str(f["fee"])) for f in fills), Decimal(0))) if fills else "0",
+        "position_after": position_after,
+    }

@@ -1,0 +1,422 @@
+"""`titan ledger export --out DIR`: the ledger as Parquet files for auditors, with a manifest.
+
+- `records.parquet`: one row per ledger record, every envelope field a column (`data` as
+  canonical JSON text), plus `ts`: the time as a UTC timestamp without zone, to the
+  microsecond, for SQL on dates (so a day is a UTC day whatever the reader's time zone);
+  `ts_ns` stays exact.
+- `commands.parquet`: one row per command record: the command as received (JSON text), its type,
+  account, actor, origin, the policy hash it carried and the one in force, outcome, reason and
+  the events it produced.
+- `rm_<model>.parquet`: one file per read model the projections package exposes (see
+  replay/projections_hook.py), named as its table in the read-model store.
+- `manifest.json`: row counts and SHA-256 of every file, the ledger head (position, hash, record
+  count) the export stops at, the schema versions, titan's version.
+
+The hash chain is verified while exporting; a ledger whose chain is broken is not exported (exit
+1, see `titan ledger verify`). Files are written into a scratch directory beside DIR and moved
+into place at the end, so DIR never holds half an export. Writing streams in batches: memory
+stays flat as the ledger grows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+from commands.envelope import COMMAND_RECORDED
+from commands.ports import Ledger, Record
+from schemas.canonical import canonical_bytes
+
+from .chain import CorruptRecord
+from .golden import file_sha256
+from .projections_hook import read_models as read_model_rows
+from .verify import COMMAND_PREFIX, FlatChainVerifier
+
+EXPORT_FORMAT: Final = "titan-export/1"
+READ_MODEL_PREFIX: Final = "rm_"
+BATCH_ROWS: Final = 20_000
+COMPRESSION: Final = "zstd"
+
+_TS: Final = pa.timestamp("us")
+"""`ts`: the record's time as a plain UTC timestamp (microseconds) for SQL on dates; `ts_ns` is exact."""
+
+RECORDS_SCHEMA: Final = pa.schema(
+    [
+        ("position", pa.int64()),
+        ("stream_id", pa.string()),
+        ("version", pa.int64()),
+        ("type", pa.string()),
+        ("event_id", pa.string()),
+        ("ts_ns", pa.int64()),
+        ("ts", _TS),
+        ("command_id", pa.string()),
+        ("correlation_id", pa.string()),
+        ("causation_id", pa.string()),
+        ("intent_id", pa.string()),
+        ("phase_id", pa.int64()),
+        ("actor", pa.string()),
+        ("policy_hash", pa.string()),
+        ("data", pa.string()),
+        ("prev_hash", pa.string()),
+        ("hash", pa.string()),
+    ]
+)
+
+COMMANDS_SCHEMA: Final = pa.schema(
+    [
+        ("position", pa.int64()),
+        ("command_id", pa.string()),
+        ("command_type", pa.string()),
+        ("account_id", pa.string()),
+        ("ts_ns", pa.int64()),
+        ("ts", _TS),
+        ("issued_ts_ns", pa.int64()),
+        ("actor", pa.string()),
+        ("correlation_id", pa.string()),
+        ("causation_id", pa.string()),
+        ("intent_id", pa.string()),
+        ("phase_id", pa.int64()),
+        ("carried_policy_hash", pa.string()),
+        ("active_policy_hash", pa.string()),
+        ("outcome", pa.string()),
+        ("reason", pa.string()),
+        ("event_ids", pa.list_(pa.string())),
+        ("event_types", pa.list_(pa.string())),
+        ("command", pa.string()),
+        ("hash", pa.string()),
+    ]
+)
+
+
+class ExportError(ValueError):
+    """The export cannot be written where it was asked (exit 2)."""
+
+
+class ChainBroken(RuntimeError):
+    """The ledger's hash chain does not verify: nothing was exported (exit 1)."""
+
+    def __init__(self, report: Any) -> None:
+        super().__init__(
+            f"the ledger's hash chain is broken at position {report.position} ({report.code}: "
+            f"{report.message}); nothing was exported: run `titan ledger verify`"
+        )
+        self.report = report
+
+
+@dataclass
+class ExportResult:
+    """What was written."""
+
+    out: Path
+    manifest: dict[str, Any]
+    rows: int = 0
+    elapsed_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def check_out_dir(out: Path) -> None:
+    """DIR must not exist, or be an empty directory; raise ExportError otherwise."""
+    if out.exists():
+        if not out.is_dir():
+            raise ExportError(f"--out {str(out)!r} exists and is not a directory")
+        if any(out.iterdir()):
+            raise ExportError(
+                f"--out {str(out)!r} exists and is not empty: choose a new directory (an export "
+                "never overwrites or mixes with another)"
+            )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _micros(ts_ns: Any) -> int | None:
+    value = _int(ts_ns)
+    return None if value is None else value // 1000
+
+
+def record_row(record: Record) -> dict[str, Any]:
+    """One row of records.parquet."""
+    e = record.envelope
+    return {
+        "position": record.position,
+        "stream_id": record.stream_id,
+        "version": record.version,
+        "type": record.type,
+        "event_id": _text(e.get("event_id")),
+        "ts_ns": _int(e.get("ts_ns")),
+        "ts": _micros(e.get("ts_ns")),
+        "command_id": _text(e.get("command_id")),
+        "correlation_id": _text(e.get("correlation_id")),
+        "causation_id": _text(e.get("causation_id")),
+        "intent_id": _text(e.get("intent_id")),
+        "phase_id": _int(e.get("phase_id")),
+        "actor": _text(e.get("actor")),
+        "policy_hash": _text(e.get("policy_hash")),
+        "data": canonical_bytes(e.get("data")).decode("utf-8"),
+        "prev_hash": _text(e.get("prev_hash")),
+        "hash": _text(e.get("hash")),
+    }
+
+
+def command_row(record: Record) -> dict[str, Any]:
+    """One row of commands.parquet."""
+    e = record.envelope
+    data = e.get("data") or {}
+    command = data.get("command") or {}
+    return {
+        "position": record.position,
+        "command_id": _text(e.get("command_id")),
+        "command_type": _text(command.get("type")),
+        "account_id": _text(command.get("account_id")),
+        "ts_ns": _int(e.get("ts_ns")),
+        "ts": _micros(e.get("ts_ns")),
+        "issued_ts_ns": _int(command.get("issued_ts_ns")),
+        "actor": _text(e.get("actor")),
+        "correlation_id": _text(e.get("correlation_id")),
+        "causation_id": _text(command.get("causation_id")),
+        "intent_id": _text(e.get("intent_id")),
+        "phase_id": _int(e.get("phase_id")),
+        "carried_policy_hash": _text(command.get("policy_hash")),
+        "active_policy_hash": _text(e.get("policy_hash")),
+        "outcome": _text(data.get("outcome")),
+        "reason": _text(data.get("reason")),
+        "event_ids": [str(i) for i in data.get("event_ids") or []],
+        "event_types": [str(t) for t in data.get("event_types") or []],
+        "command": canonical_bytes(command).decode("utf-8"),
+        "hash": _text(e.get("hash")),
+    }
+
+
+class _Sink:
+    """A Parquet file written batch by batch, from columns (cheaper than rows of dicts)."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self.names = [f.name for f in schema]
+        self.rows = 0
+        self._pending = 0
+        self._columns: list[list[Any]] = [[] for _ in self.names]
+        self._writer = pq.ParquetWriter(path, schema, compression=COMPRESSION)
+
+    def add(self, row: dict[str, Any]) -> None:
+        for column, name in zip(self._columns, self.names, strict=True):
+            column.append(row[name])
+        self._pending += 1
+        if self._pending >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            arrays = [pa.array(column, type=field.type) for column, field in zip(self._columns, self.schema, strict=True)]
+            self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+            self.rows += self._pending
+            self._pending = 0
+            self._columns = [[] for _ in self.names]
+
+    def close(self) -> None:
+        self.flush()
+        self._writer.close()
+
+
+def _schema_doc(schema: pa.Schema) -> dict[str, str]:
+    return {f.name: str(f.type) for f in schema}
+
+
+_ARROW_TYPES: Final = {"text": pa.string(), "integer": pa.int64(), "boolean": pa.bool_(), "decimal": pa.string(), "json": pa.string()}
+"""Read-model column types as Parquet columns: decimals stay exact decimal strings, JSON values
+are canonical JSON text (query them with DuckDB's `->>`)."""
+
+
+def declared_schema(name: str) -> pa.Schema | None:
+    """The Parquet schema of a read model from its declared table, when the read side declares it."""
+    try:
+        from projections import registry
+    except ImportError:
+        return None
+    for projection in getattr(registry, "PROJECTIONS", ()):
+        for table in getattr(projection, "tables", ()):
+            if str(table.name).removeprefix("rm_") == name:
+                return pa.schema([(c.name, _ARROW_TYPES.get(c.type, pa.string())) for c in table.columns])
+    return None
+
+
+def _coerce(row: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
+    coerced: dict[str, Any] = {}
+    for column in schema:
+        value = row.get(column.name)
+        if value is not None and pa.types.is_string(column.type) and not isinstance(value, str):
+            value = canonical_bytes(value).decode("utf-8") if isinstance(value, (dict, list)) else str(value)
+        coerced[column.name] = value
+    return coerced
+
+
+def _write_model(path: Path, name: str, rows: Iterable[dict[str, Any]]) -> tuple[int, pa.Schema]:
+    """Write one read model, typed by its declared table (else inferred from its rows)."""
+    schema = declared_schema(name)
+    writer: pq.ParquetWriter | None = None
+    count = 0
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        nonlocal writer, schema, batch, count
+        if not batch:
+            return
+        if schema is not None:
+            table = pa.Table.from_pylist([_coerce(row, schema) for row in batch], schema=schema)
+        else:
+            table = pa.Table.from_pylist(batch)
+            schema = table.schema
+        if writer is None:
+            writer = pq.ParquetWriter(path, schema, compression=COMPRESSION)
+        writer.write_table(table)
+        count += len(batch)
+        batch = []
+
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= BATCH_ROWS:
+            flush()
+    flush()
+    if writer is not None:
+        writer.close()
+        assert schema is not None
+        return count, schema
+    # No rows and no declared columns: one null column, so that SQL engines can still read it.
+    schema = schema if schema is not None and len(schema) else pa.schema([("no_rows", pa.null())])
+    pq.write_table(schema.empty_table(), path, compression=COMPRESSION)
+    return 0, schema
+
+
+def export_ledger(
+    ledger: Ledger,
+    out: Path,
+    *,
+    titan_version: str,
+    progress: Callable[[int], None] | None = None,
+    ledger_format: str | None = None,
+    read_models: bool = True,
+) -> ExportResult:
+    """Export a ledger to Parquet in `out` (which must not exist or be empty); `read_models=False`
+    leaves the read models out (the benchmark measures the ledger's own tables)."""
+    check_out_dir(out)
+    began = time.perf_counter()
+    anchor = ledger.head()
+    parent = out.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    try:
+        records = _Sink(scratch / "records.parquet", RECORDS_SCHEMA)
+        commands = _Sink(scratch / "commands.parquet", COMMANDS_SCHEMA)
+        verifier = FlatChainVerifier(anchor)
+        types: dict[str, int] = {}
+        try:
+            for record in ledger.iter_all(0, 5000):
+                if record.position > anchor[0]:
+                    break  # appended after the export began: the export is of the anchored head
+                if not verifier.check(record):
+                    break
+                records.add(record_row(record))
+                types[record.type] = types.get(record.type, 0) + 1
+                if record.type == COMMAND_RECORDED and record.stream_id.startswith(COMMAND_PREFIX):
+                    commands.add(command_row(record))
+                if progress is not None and verifier.records_checked % 5000 == 0:
+                    progress(verifier.records_checked)
+        except CorruptRecord as error:
+            verifier.unreadable(error)
+        records.close()
+        commands.close()
+        chain = verifier.finish()
+        if not chain.ok:
+            raise ChainBroken(chain)
+        files: dict[str, dict[str, Any]] = {
+            "records": {"rows": records.rows, "schema": _schema_doc(RECORDS_SCHEMA)},
+            "commands": {"rows": commands.rows, "schema": _schema_doc(COMMANDS_SCHEMA)},
+        }
+        notes: list[str] = []
+        models: dict[str, Iterable[dict[str, Any]]] = {}
+        if read_models:
+            models, why_not = read_model_rows(ledger)
+            if why_not:
+                notes.append(why_not)
+        else:
+            notes.append("read models left out on request")
+        for model, rows in sorted(models.items()):
+            # Read models keep their store's `rm_` prefix: apart from the ledger's own tables
+            # (the read side has a `commands` model too), and named as in the read-model store.
+            name = READ_MODEL_PREFIX + model.removeprefix(READ_MODEL_PREFIX)
+            count, schema = _write_model(scratch / f"{name}.parquet", model, rows)
+            files[name] = {"rows": count, "schema": _schema_doc(schema), "read_model": True}
+        for name, entry in files.items():
+            path = scratch / f"{name}.parquet"
+            entry["file"] = path.name
+            entry["bytes"] = path.stat().st_size
+            entry["sha256"] = file_sha256(path)
+        manifest: dict[str, Any] = {
+            "format": EXPORT_FORMAT,
+            "titan_version": titan_version,
+            "ledger_head": {"position": anchor[0], "hash": anchor[1], "record_count": anchor[2]},
+            "chain_verified": True,
+            "schema_versions": {
+                "ledger_format": ledger_format,
+                "envelope": "envelope.v1",
+                "export": EXPORT_FORMAT,
+                "record_types": dict(sorted(types.items())),
+            },
+            "compression": COMPRESSION,
+            "files": files,
+            "read_models": sorted(n for n, e in files.items() if e.get("read_model")),
+            "notes": notes,
+        }
+        (scratch / "manifest.json").write_bytes(_manifest_bytes(manifest))
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(scratch, out)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    elapsed = time.perf_counter() - began
+    return ExportResult(out, manifest, records.rows + commands.rows, elapsed, notes)
+
+
+def _manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    import orjson
+
+    return orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def verify_export(out: Path) -> list[str]:
+    """Check an export's files against its manifest; return the problems (none when intact)."""
+    import orjson
+
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    problems = []
+    for name, entry in manifest["files"].items():
+        path = out / entry["file"]
+        if not path.exists():
+            problems.append(f"{name}: {entry['file']} is missing")
+            continue
+        if file_sha256(path) != entry["sha256"]:
+            problems.append(f"{name}: SHA-256 of {entry['file']} differs from the manifest")
+        rows = pq.ParquetFile(path).metadata.num_rows
+        if rows != entry["rows"]:
+            problems.append(f"{name}: {rows} rows, the manifest says {entry['rows']}")
+    return problems

@@ -1,0 +1,242 @@
+"""Golden ledgers: small ledgers written by a released titan, kept to prove old ledgers still replay.
+
+`tests/fixtures/golden/` holds a few ledgers (SQLite files exactly as titan wrote them) and
+`golden.json`, which says how each was made and what its head was. The test suite runs
+`titan replay verify` on every one of them; a change to the core, the schemas or the record
+layout that would decide one recorded command differently fails CI.
+
+A golden ledger is never rewritten by a test. It is (re)generated only on purpose, with
+
+    python -m replay.golden regenerate NAME ...            # write the named ledgers if missing
+    python -m replay.golden regenerate --overwrite NAME    # replace one: read docs/replay.md first
+
+Overwriting a golden ledger throws away the proof it carries; when a new version decides new
+things, ADD a golden ledger under a new name and keep the old ones. `python -m replay.golden list`
+shows them; `python -m replay.golden check` verifies them all (what the test does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shlex
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+GOLDEN_DIR: Final = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "golden"
+MANIFEST_NAME: Final = "golden.json"
+
+
+@dataclass(frozen=True)
+class GoldenSpec:
+    """How one golden ledger is made: a seeded `titan demo`, or `titan submit` of a command file."""
+
+    name: str
+    kind: str  # "demo" or "submit"
+    seed: int = 0
+    orders: int = 0
+    source: str = ""  # for "submit": a JSON-lines file next to the ledger
+    note: str = ""
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.db"
+
+
+SPECS: Final = (
+    GoldenSpec("demo-seed7-orders40", "demo", seed=7, orders=40, note="the README's demo seed"),
+    GoldenSpec("demo-seed11-orders90", "demo", seed=11, orders=90, note="a longer session: bursts, fat fingers"),
+    GoldenSpec("demo-seed2026-orders25", "demo", seed=2026, orders=25, note="another seed"),
+    GoldenSpec(
+        "scenario-reasons",
+        "submit",
+        source="scenario-reasons.jsonl",
+        note="hand-written `titan submit` scenario: every reason code of the pre-Brain core, "
+        "two policies, arm/disarm, a second account without a policy",
+    ),
+    GoldenSpec(
+        "brain-demo-seed7-orders300",
+        "demo",
+        seed=7,
+        orders=300,
+        note="the first Brain-era demo: truth snapshots, latency spike, drift, crash, tail risk, "
+        "regimes, an operator halt and resumes; every breaker state",
+    ),
+    GoldenSpec(
+        "brain-breaker-walk",
+        "submit",
+        source="brain-breaker-walk.jsonl",
+        note="a frozen copy of docs/examples/breaker-walk.jsonl: NORMAL -> DEFENSIVE -> HALTED, Resume refused, then accepted",
+    ),
+)
+"""Every golden ledger, oldest first. Add new ones at the end; never remove or redefine one."""
+
+
+def manifest_path(directory: Path = GOLDEN_DIR) -> Path:
+    """The manifest of the golden ledgers in a directory."""
+    return directory / MANIFEST_NAME
+
+
+def load_manifest(directory: Path = GOLDEN_DIR) -> dict[str, Any]:
+    """The manifest (`{"ledgers": {name: entry}}`), empty when there is none yet."""
+    path = manifest_path(directory)
+    if not path.exists():
+        return {"ledgers": {}}
+    document: dict[str, Any] = orjson.loads(path.read_bytes())
+    return document
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as raw:
+        for block in iter(lambda: raw.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _git_commit() -> str:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "domain", "commands", "schemas", "adapters", "infra"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+uncommitted-changes" if dirty else "")
+
+
+def _write(spec: GoldenSpec, target: Path, directory: Path) -> dict[str, Any]:
+    """Write one golden ledger to `target` with the titan importable here; return its facts."""
+    from infra.bootstrap import bootstrap, open_ledger
+    from infra.demo import run as run_demo
+    from infra.settings import Settings
+    from infra.submit import InvalidLine, ensure_initialized, submit_lines
+
+    url = "sqlite:///" + str(target)
+    ledger = open_ledger(url)
+    try:
+        bus = bootstrap(Settings(ledger_url=url), ledger=ledger)
+        if spec.kind == "demo":
+            run_demo(bus, seed=spec.seed, orders=spec.orders, ledger_url=url, progress=False)
+        elif spec.kind == "submit":
+            ensure_initialized(bus, "main")  # as `titan submit` does for its account
+            lines = (directory / spec.source).read_bytes().splitlines()
+            invalid = [r.to_json() for r in submit_lines(bus, lines) if isinstance(r, InvalidLine)]
+            if invalid:
+                raise SystemExit(f"{spec.source}: {len(invalid)} invalid lines, first: {invalid[0]}")
+        else:
+            raise ValueError(f"unknown golden kind {spec.kind!r}")
+        core_kind = bus.ctx.core.kind
+        position, head_hash, count = ledger.head()
+    finally:
+        ledger.close()
+    # Leave one self-contained file: no -wal/-shm beside it (titan's close already checkpoints).
+    with sqlite3.connect(target) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return {"core": core_kind, "head_position": position, "head_hash": head_hash, "records": count}
+
+
+def regenerate(names: list[str], *, overwrite: bool, directory: Path = GOLDEN_DIR) -> list[str]:
+    """Write the named golden ledgers (all when none named); refuse to replace existing ones
+    unless `overwrite`. Returns what was written."""
+    from infra.version import titan_version
+
+    known = {spec.name: spec for spec in SPECS}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SystemExit(f"unknown golden ledger(s) {unknown}; known: {sorted(known)}")
+    chosen = [known[name] for name in names] if names else list(SPECS)
+    manifest = load_manifest(directory)
+    written: list[str] = []
+    for spec in chosen:
+        final = directory / spec.file
+        if final.exists() and not overwrite:
+            print(f"keep   {spec.file} (exists; --overwrite replaces it, see docs/replay.md)")
+            continue
+        with tempfile.TemporaryDirectory(dir=directory) as scratch:
+            target = Path(scratch) / spec.file
+            facts = _write(spec, target, directory)
+            os.replace(target, final)
+        entry: dict[str, Any] = {
+            "file": spec.file,
+            "kind": spec.kind,
+            "note": spec.note,
+            **({"seed": spec.seed, "orders": spec.orders} if spec.kind == "demo" else {"source": spec.source}),
+            **facts,
+            "sha256": file_sha256(final),
+            "written_by": {"titan_version": titan_version(), "git_commit": _git_commit()},
+            "command": "python -m replay.golden regenerate " + shlex.quote(spec.name),
+        }
+        manifest["ledgers"][spec.name] = entry
+        written.append(spec.name)
+        print(f"wrote  {spec.file}: {facts['records']} records, head {facts['head_hash']} ({facts['core']} core)")
+    if not written:
+        return written
+    manifest["ledgers"] = dict(sorted(manifest["ledgers"].items()))
+    manifest_path(directory).write_bytes(
+        orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    )
+    return written
+
+
+def check(directory: Path = GOLDEN_DIR) -> int:
+    """Run the determinism gate on a copy of every golden ledger; 0 when all replay identically."""
+    from infra.bootstrap import open_ledger
+
+    from .verify import verify_replay
+
+    failures = 0
+    for name, entry in load_manifest(directory)["ledgers"].items():
+        with tempfile.TemporaryDirectory() as scratch:
+            copy = Path(scratch) / entry["file"]
+            copy.write_bytes((directory / entry["file"]).read_bytes())
+            ledger = open_ledger("sqlite:///" + str(copy), create=False)
+            try:
+                report = verify_replay(ledger)
+            finally:
+                ledger.close()
+        status = "ok" if report.ok else "DIVERGED"
+        print(f"{status:8} {name}: {report.summary()}")
+        failures += not report.ok
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m replay.golden regenerate|list|check`."""
+    parser = argparse.ArgumentParser(prog="python -m replay.golden", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    regen = sub.add_parser("regenerate", help="write golden ledgers (missing ones; --overwrite to replace)")
+    regen.add_argument("names", nargs="*", help="which ones (default: all)")
+    regen.add_argument("--overwrite", action="store_true", help="replace existing files (destroys their proof)")
+    sub.add_parser("list", help="list the golden ledgers and how they were made")
+    sub.add_parser("check", help="run the determinism gate on every golden ledger")
+    args = parser.parse_args(argv)
+    if args.action == "regenerate":
+        regenerate(args.names, overwrite=args.overwrite)
+        return 0
+    if args.action == "list":
+        for name, entry in load_manifest()["ledgers"].items():
+            made = f"seed {entry['seed']}, {entry['orders']} orders" if entry["kind"] == "demo" else entry["source"]
+            print(f"{name}: {entry['kind']} ({made}), {entry['records']} records, written by {entry['written_by']}")
+        return 0
+    return check()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

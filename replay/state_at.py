@@ -1,0 +1,131 @@
+"""`titan replay`: each account's state as it was at a point of the ledger's history.
+
+The state is rebuilt the way the live handler rebuilds it: the account stream's recorded events
+folded through the core's `evolve` (`commands.accounts.fold`), and shown through the same view
+as `titan state` (`commands.views.state_view`), so whatever the state view shows — positions,
+open orders, policy, mode, and the Brain's parts as they join it — `titan replay` shows too.
+
+- `--until POSITION`: every record up to and including that position.
+- `--until TIME`: per account, every event whose time (`ts_ns`, the command's time) is at or
+  before it. Time never runs backwards within an account stream, so this is a prefix of each
+  stream; across accounts, positions and times need not agree, which is why it is per account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from commands.accounts import fold
+from commands.ports import Ledger
+from commands.views import state_view
+
+from .points import POSITION, Point, format_ns
+from .verify import ACCOUNT_PREFIX
+
+
+class ReplayInputError(ValueError):
+    """A request the ledger cannot answer (beyond the head, before the first record, unknown id)."""
+
+
+@dataclass
+class AccountAt:
+    """One account replayed to a point."""
+
+    account_id: str
+    state: Any
+    version: int = 0
+    last_position: int = 0
+    last_ts_ns: int = 0
+
+
+@dataclass
+class StateAt:
+    """The accounts as they were at a point."""
+
+    point: Point | None
+    head_position: int
+    accounts: dict[str, AccountAt] = field(default_factory=dict)
+    records_read: int = 0
+
+    def as_dict(self, core: Any) -> dict[str, Any]:
+        """JSON form: the cut, then each account's state view."""
+        accounts = []
+        for account_id in sorted(self.accounts):
+            at = self.accounts[account_id]
+            accounts.append(
+                {
+                    "as_of": {
+                        "position": at.last_position,
+                        "stream_version": at.version,
+                        "ts_ns": at.last_ts_ns,
+                        "time": format_ns(at.last_ts_ns),
+                    },
+                    "state": state_view(core, at.state),
+                }
+            )
+        return {
+            "until": None
+            if self.point is None
+            else {"kind": self.point.kind, "value": self.point.value, "text": self.point.text},
+            "head_position": self.head_position,
+            "accounts": accounts,
+        }
+
+
+def replay_state(
+    ledger: Ledger,
+    core: Any,
+    until: Point | None = None,
+    account_id: str | None = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> StateAt:
+    """Fold every account stream (or one) up to a point; raise ReplayInputError for a point the
+    ledger does not have or an account it does not know."""
+    head_position = ledger.head()[0]
+    if until is not None and until.kind == POSITION and until.value > head_position:
+        raise ReplayInputError(
+            f"position {until.value} is beyond the ledger's head (position {head_position})"
+        )
+    result = StateAt(until, head_position)
+    first_ts: int | None = None
+    known: set[str] = set()
+    stream_filter = ACCOUNT_PREFIX + account_id if account_id is not None else None
+    for record in ledger.iter_all(0, 2000):
+        if record.position > head_position:
+            break  # appended after we began: the replay is of the head as it was then
+        if until is not None and until.kind == POSITION and record.position > until.value:
+            break
+        result.records_read += 1
+        if progress is not None and result.records_read % 2000 == 0:
+            progress(result.records_read)
+        ts_ns = int(record.envelope.get("ts_ns", 0))
+        if first_ts is None or ts_ns < first_ts:
+            first_ts = ts_ns
+        stream_id = record.stream_id
+        if not stream_id.startswith(ACCOUNT_PREFIX):
+            continue
+        known.add(stream_id[len(ACCOUNT_PREFIX) :])
+        if stream_filter is not None and stream_id != stream_filter:
+            continue
+        if until is not None and until.kind != POSITION and ts_ns > until.value:
+            continue
+        name = stream_id[len(ACCOUNT_PREFIX) :]
+        at = result.accounts.get(name)
+        if at is None:
+            at = result.accounts[name] = AccountAt(name, core.decider.initial_state(name))
+        at.state = fold(core, at.state, (record,))
+        at.version = record.version
+        at.last_position = record.position
+        at.last_ts_ns = ts_ns
+    if until is not None and until.kind != POSITION and (first_ts is None or until.value < first_ts):
+        first = "the ledger is empty" if first_ts is None else f"its first record is at {format_ns(first_ts)} ({first_ts} ns)"
+        raise ReplayInputError(f"{until.describe()} is before the first record of the ledger: {first}")
+    if account_id is not None and account_id not in result.accounts:
+        if account_id in known:
+            raise ReplayInputError(f"account {account_id!r} has no records at or before {until.describe() if until else 'the head'}")
+        listing = ", ".join(sorted(known)) or "none"
+        raise ReplayInputError(f"no account {account_id!r} in this ledger (accounts: {listing})")
+    return result

@@ -1,0 +1,453 @@
+"""`titan replay verify`: the determinism gate (SPEC §2 Determinism, §6).
+
+Every recorded command is decided again, in position order, from an empty state, by each core
+(compiled and interpreted), through `commands.handlers.decide_records` — the very function the
+live handler builds its records with. Each produced record is sealed onto the recorded chain
+(`prev_hash` of the record it should equal) and compared with the ledger field by field: the
+envelope, the data, and the hash. The first record that differs stops the gate, naming the
+command, the event and the differing fields.
+
+The ledger is streamed: memory holds one state per account and core, the events of the command
+being checked, and the chain verifier's per-account-stream versions — never the records.
+The hash chain is verified in the same pass; a broken chain makes the gate refuse (replaying a
+ledger that may have been altered proves nothing): fix or investigate with `titan ledger verify`.
+
+How records are matched to their command: a command record (`command.recorded.v1`) lists the
+ids of the events it produced (`data.event_ids`); those events come before it in position order
+(they are appended in the same transaction). Account-stream records are held until the command
+record that names them arrives; any left over at the end were produced by no recorded command.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from commands.envelope import COMMAND_RECORDED
+from commands.handlers import decide_records
+from commands.ports import Ledger, NewRecord, Record
+from commands.translate import InvalidCommand
+from schemas import commands as wire
+
+from .chain import ChainReport, ChainVerifier, CorruptRecord, seal
+from .cores import CoreSlot, load_cores
+from .diff import FieldDiff, diff_values
+
+# Divergence kinds (stable strings in `--json`).
+RECORD_DIFFERS: Final = "RECORD_DIFFERS"
+EVENT_NOT_REPRODUCED: Final = "EVENT_NOT_REPRODUCED"
+EXTRA_EVENT: Final = "EXTRA_EVENT"
+INVALID_COMMAND: Final = "INVALID_COMMAND"
+UNDECIDABLE_COMMAND: Final = "UNDECIDABLE_COMMAND"
+DECIDE_FAILED: Final = "DECIDE_FAILED"
+MISSING_EVENT: Final = "MISSING_EVENT"
+ORPHAN_EVENT: Final = "ORPHAN_EVENT"
+UNEXPLAINED_RECORD: Final = "UNEXPLAINED_RECORD"
+PROJECTION_DIGEST: Final = "PROJECTION_DIGEST"
+
+ACCOUNT_PREFIX: Final = "account-"
+COMMAND_PREFIX: Final = "command-"
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """The first place where the replay and the ledger disagree."""
+
+    kind: str
+    message: str
+    core: str | None = None
+    command_id: str | None = None
+    command_type: str | None = None
+    account_id: str | None = None
+    command_position: int | None = None
+    position: int | None = None
+    event_id: str | None = None
+    recorded_type: str | None = None
+    replayed_type: str | None = None
+    recorded_outcome: str | None = None
+    replayed_outcome: str | None = None
+    recorded_reason: str | None = None
+    replayed_reason: str | None = None
+    diffs: tuple[FieldDiff, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "kind": self.kind,
+            "message": self.message,
+            "core": self.core,
+            "command_id": self.command_id,
+            "command_type": self.command_type,
+            "account_id": self.account_id,
+            "command_position": self.command_position,
+            "position": self.position,
+            "event_id": self.event_id,
+            "recorded_type": self.recorded_type,
+            "replayed_type": self.replayed_type,
+            "recorded_outcome": self.recorded_outcome,
+            "replayed_outcome": self.replayed_outcome,
+            "recorded_reason": self.recorded_reason,
+            "replayed_reason": self.replayed_reason,
+            "diffs": [d.as_dict() for d in self.diffs],
+        }
+
+
+@dataclass
+class ReplayReport:
+    """What `titan replay verify` found."""
+
+    cores: list[CoreSlot]
+    chain: ChainReport | None = None
+    divergence: Divergence | None = None
+    records: int = 0
+    commands: int = 0
+    events: int = 0
+    accounts: int = 0
+    elapsed_s: float = 0.0
+    projections: dict[str, Any] | None = None
+    chain_broken: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.chain_broken and self.divergence is None
+
+    @property
+    def cores_run(self) -> list[str]:
+        return [slot.kind for slot in self.cores if slot.core is not None]
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line."""
+        if self.chain_broken and self.chain is not None:
+            return (
+                f"refused: the ledger's hash chain is broken at position {self.chain.position} "
+                f"({self.chain.code}); run `titan ledger verify`"
+            )
+        cores = " and ".join(self.cores_run)
+        if self.divergence is not None:
+            return f"diverged ({self.divergence.kind}): {self.divergence.message}"
+        return (
+            f"{self.commands} commands, {self.records} records re-decided identically by the {cores} "
+            f"core{'s' if len(self.cores_run) > 1 else ''}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (`titan replay verify --json`)."""
+        return {
+            "ok": self.ok,
+            "summary": self.summary(),
+            "chain_ok": not self.chain_broken,
+            "chain": self.chain.as_dict() if self.chain is not None else None,
+            "cores": [slot.as_dict() for slot in self.cores],
+            "records": self.records,
+            "commands": self.commands,
+            "events": self.events,
+            "accounts": self.accounts,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "records_per_second": round(self.records_per_second, 1),
+            "divergence": self.divergence.as_dict() if self.divergence is not None else None,
+            "projections": self.projections,
+        }
+
+
+class FlatChainVerifier(ChainVerifier):
+    """The ledger's chain verifier, forgetting each command stream once checked.
+
+    A command stream has exactly one record (version 1; the primary key refuses a second), so
+    remembering its version would only make memory grow with the number of commands.
+    """
+
+    def __init__(self, anchor: tuple[int, str, int]) -> None:
+        super().__init__(anchor)
+        self.command_streams = 0
+
+    def check(self, record: Record) -> bool:
+        ok = super().check(record)
+        if ok and record.stream_id.startswith(COMMAND_PREFIX):
+            del self.last_versions[record.stream_id]
+            self.command_streams += 1
+        return ok
+
+    def finish(self) -> ChainReport:
+        report = super().finish()
+        return replace(report, streams_checked=report.streams_checked + self.command_streams)
+
+
+class _Replayer:
+    """Per core: the state and stream version of each account, as re-decided so far."""
+
+    def __init__(self, slot: CoreSlot) -> None:
+        self.kind = slot.kind
+        self.core: Any = slot.core
+        self.accounts: dict[str, tuple[Any, int]] = {}
+
+    def current(self, account_id: str) -> tuple[Any, int]:
+        found = self.accounts.get(account_id)
+        if found is None:
+            return self.core.decider.initial_state(account_id), 0
+        return found
+
+
+def _recorded_outcome(command_record: Record) -> tuple[str | None, str | None]:
+    data = command_record.envelope.get("data") or {}
+    return data.get("outcome"), data.get("reason")
+
+
+def _compare(produced: NewRecord, recorded: Record) -> list[FieldDiff]:
+    """Seal a produced record onto the recorded chain and diff it with the recorded envelope.
+
+    The chain verifier has already checked that the recorded hash is the hash of the recorded
+    envelope, so equal hashes mean byte-identical canonical envelopes; only a difference is
+    worth a field-by-field diff.
+    """
+    sealed = seal(produced.envelope, recorded.envelope.get("prev_hash", ""))
+    if sealed["hash"] == recorded.envelope.get("hash"):
+        return []
+    return diff_values(recorded.envelope, sealed)
+
+
+class GateRun:
+    """One pass of the gate over a ledger (see the module docstring)."""
+
+    def __init__(self, ledger: Ledger, slots: list[CoreSlot], progress: ProgressFn | None) -> None:
+        self.ledger = ledger
+        self.slots = slots
+        self.replayers = [_Replayer(slot) for slot in slots if slot.core is not None]
+        self.progress = progress
+        self.report = ReplayReport(cores=slots)
+        self.pending: dict[str, Record] = {}
+        self.accounts: set[str] = set()
+
+    def run(self, batch: int) -> ReplayReport:
+        began = time.perf_counter()
+        verifier = FlatChainVerifier(self.ledger.head())
+        after = 0
+        while True:
+            after = self._stream(verifier, after, batch)
+            if verifier.finding is not None:
+                break
+            head = self.ledger.head()
+            if head == verifier.anchor or head[0] <= after:
+                verifier.anchor = head
+                break
+            verifier.anchor = head  # writers appended while we read: carry on to the new head
+        chain = verifier.finish()
+        self.report.chain = chain
+        self.report.chain_broken = not chain.ok
+        if self.report.divergence is None and not self.report.chain_broken and self.pending:
+            first = min(self.pending.values(), key=lambda r: r.position)
+            self._diverge(
+                ORPHAN_EVENT,
+                f"{len(self.pending)} account record(s) were produced by no recorded command; the first "
+                f"is {first.envelope.get('event_id')!r} ({first.type}) at position {first.position}",
+                position=first.position,
+                event_id=first.envelope.get("event_id"),
+                recorded_type=first.type,
+            )
+        self.report.accounts = len(self.accounts)
+        self.report.elapsed_s = time.perf_counter() - began
+        return self.report
+
+    def _stream(self, verifier: FlatChainVerifier, after: int, batch: int) -> int:
+        try:
+            for record in self.ledger.iter_all(after, batch):
+                if record.position > verifier.anchor[0]:
+                    verifier.anchor = self.ledger.head()
+                if not verifier.check(record):
+                    return after
+                after = record.position
+                self.report.records += 1
+                if self.report.divergence is None:
+                    self._take(record)
+                if self.progress is not None and self.report.records % 1000 == 0:
+                    self.progress(self.report.records)
+        except CorruptRecord as error:
+            verifier.unreadable(error)
+        if self.progress is not None:
+            self.progress(self.report.records)
+        return after
+
+    def _take(self, record: Record) -> None:
+        stream_id = record.stream_id
+        if record.type == COMMAND_RECORDED and stream_id.startswith(COMMAND_PREFIX):
+            self._redecide(record)
+        elif stream_id.startswith(ACCOUNT_PREFIX):
+            self.pending[str(record.envelope.get("event_id"))] = record
+        else:
+            self._diverge(
+                UNEXPLAINED_RECORD,
+                f"record at position {record.position} (stream {stream_id!r}, type {record.type}) is "
+                "neither an account event nor a command record: no recorded command explains it",
+                position=record.position,
+                recorded_type=record.type,
+            )
+
+    def _redecide(self, command_record: Record) -> None:
+        envelope = command_record.envelope
+        data = envelope.get("data") or {}
+        command_id = str(envelope.get("command_id"))
+        position = command_record.position
+        outcome, reason = _recorded_outcome(command_record)
+        context: dict[str, Any] = {
+            "command_id": command_id,
+            "command_position": position,
+            "recorded_outcome": outcome,
+            "recorded_reason": reason,
+        }
+        raw = data.get("command")
+        context["command_type"] = raw.get("type") if isinstance(raw, dict) else None
+        try:
+            command = wire.COMMANDS.validate_python(raw)
+        except ValidationError as error:
+            problems = tuple(
+                FieldDiff("data.command." + ".".join(str(p) for p in e["loc"]), e.get("input"), e["msg"])
+                for e in error.errors(include_url=False)
+            )
+            self._diverge(
+                INVALID_COMMAND,
+                f"command {command_id} (position {position}) no longer validates as a "
+                f"{context['command_type']} command: {problems[0].path}: {problems[0].replayed}",
+                diffs=problems,
+                **context,
+            )
+            return
+        account_id = command.account_id
+        context["account_id"] = account_id
+        self.accounts.add(account_id)
+        recorded: list[Record] = []
+        for event_id in data.get("event_ids") or []:
+            event = self.pending.pop(event_id, None)
+            if event is None:
+                self._diverge(
+                    MISSING_EVENT,
+                    f"command {command_id} (position {position}) lists event {event_id!r}, which is not "
+                    "in the ledger before it",
+                    event_id=event_id,
+                    **context,
+                )
+                return
+            recorded.append(event)
+        recorded.append(command_record)
+        self.report.commands += 1
+        self.report.events += len(recorded) - 1
+        for replayer in self.replayers:
+            if not self._check_core(replayer, command, recorded, context):
+                return
+
+    def _check_core(
+        self, replayer: _Replayer, command: wire.AnyCommand, recorded: list[Record], context: dict[str, Any]
+    ) -> bool:
+        account_id = command.account_id
+        state, version = replayer.current(account_id)
+        command_id = context["command_id"]
+        try:
+            decision = decide_records(command, state, version, replayer.core)
+        except InvalidCommand as error:
+            self._diverge(
+                UNDECIDABLE_COMMAND,
+                f"the {replayer.kind} core cannot decide recorded command {command_id}: {error}",
+                core=replayer.kind,
+                **context,
+            )
+            return False
+        except Exception as error:  # noqa: BLE001 - any crash while re-deciding is a divergence
+            self._diverge(
+                DECIDE_FAILED,
+                f"the {replayer.kind} core failed on recorded command {command_id}: "
+                f"{type(error).__name__}: {error}",
+                core=replayer.kind,
+                **context,
+            )
+            return False
+        produced = decision.records
+        context = {**context, "replayed_outcome": decision.outcome, "replayed_reason": decision.reason or None}
+        produced_events, recorded_events = produced[:-1], recorded[:-1]
+        for index in range(max(len(produced_events), len(recorded_events))):
+            if index >= len(produced_events):
+                missing = recorded_events[index]
+                self._diverge(
+                    EVENT_NOT_REPRODUCED,
+                    f"command {command_id}: the {replayer.kind} core did not reproduce event "
+                    f"{missing.envelope.get('event_id')} ({missing.type}, position {missing.position})",
+                    core=replayer.kind,
+                    position=missing.position,
+                    event_id=missing.envelope.get("event_id"),
+                    recorded_type=missing.type,
+                    **context,
+                )
+                return False
+            if index >= len(recorded_events):
+                extra = produced_events[index]
+                self._diverge(
+                    EXTRA_EVENT,
+                    f"command {command_id}: the {replayer.kind} core produced event "
+                    f"{extra.envelope['event_id']} ({extra.type}), which the ledger does not have",
+                    core=replayer.kind,
+                    event_id=extra.envelope["event_id"],
+                    replayed_type=extra.type,
+                    diffs=tuple(diff_values({}, extra.envelope)),
+                    **context,
+                )
+                return False
+            if not self._same(replayer, produced_events[index], recorded_events[index], context):
+                return False
+        if not self._same(replayer, produced[-1], recorded[-1], context):
+            return False
+        replayer.accounts[account_id] = (decision.state, version + decision.events)
+        return True
+
+    def _same(self, replayer: _Replayer, produced: NewRecord, recorded: Record, context: dict[str, Any]) -> bool:
+        diffs = _compare(produced, recorded)
+        if not diffs:
+            return True
+        shown = ", ".join(d.path for d in diffs[:6]) + (" …" if len(diffs) > 6 else "")
+        self._diverge(
+            RECORD_DIFFERS,
+            f"command {context['command_id']} ({context['command_type']}, account {context.get('account_id')}): "
+            f"the {replayer.kind} core's {produced.type} differs from the recorded {recorded.type} at "
+            f"position {recorded.position} in {shown}",
+            core=replayer.kind,
+            position=recorded.position,
+            event_id=recorded.envelope.get("event_id"),
+            recorded_type=recorded.type,
+            replayed_type=produced.type,
+            diffs=tuple(diffs),
+            **context,
+        )
+        return False
+
+    def _diverge(self, kind: str, message: str, **fields: Any) -> None:
+        if self.report.divergence is None:
+            self.report.divergence = Divergence(kind=kind, message=message, **fields)
+
+
+def verify_replay(
+    ledger: Ledger,
+    cores: Sequence[CoreSlot] | None = None,
+    *,
+    progress: ProgressFn | None = None,
+    batch: int = 1000,
+    projections: bool = True,
+) -> ReplayReport:
+    """Re-decide every recorded command with each core and compare with the ledger."""
+    slots = list(cores) if cores is not None else load_cores("both")
+    report = GateRun(ledger, slots, progress).run(batch)
+    if projections and report.ok:
+        from .projections_hook import check_projections
+
+        report.projections = check_projections(ledger)
+        if report.projections.get("ok") is False:
+            report.divergence = Divergence(
+                kind=PROJECTION_DIGEST,
+                message=str(report.projections.get("message") or "a rebuilt projection's digest differs"),
+            )
+    return report
