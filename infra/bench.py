@@ -11,6 +11,8 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from rich.console import Console
@@ -20,6 +22,7 @@ from commands.handlers import Bus
 from schemas import commands as wire
 from schemas.policy import policy_hash
 
+from .bench_baseline import baseline_postgres, baseline_sqlite
 from .bootstrap import bootstrap, open_ledger
 from .core import CoreUnavailableError, load_core
 from .settings import Settings
@@ -114,48 +117,198 @@ def _durable(flow: list[wire.AnyCommand]) -> dict[str, float]:
     }
 
 
-def run(n: int, durable_n: int = 5_000, repeats: int = 3) -> dict[str, Any]:
-    """Measure everything once, side by side."""
+def _embedded_group_commit(flow: list[wire.AnyCommand], core: Any) -> dict[str, Any]:
+    """The same commands through the group-commit writer into a fresh embedded ledger."""
+    import asyncio
+
+    from commands.writer import AccountWriter
+
+    from .writers import lease_store
+
+    async def go(url: str) -> dict[str, Any]:
+        ledger = open_ledger(url)
+        writer = AccountWriter(ACCOUNT, lease_store(ledger), core, holder="titan-bench")
+        await writer.start()
+        await writer.submit(flow[0])
+        latencies: list[float] = []
+
+        async def submit(command: wire.AnyCommand) -> None:
+            began = time.perf_counter()
+            await writer.submit(command)
+            latencies.append(time.perf_counter() - began)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(submit(c) for c in flow[1:]))
+        elapsed = time.perf_counter() - began
+        sizes = writer.batch_sizes
+        await writer.stop()
+        ledger.close()
+        latencies.sort()
+        batches = sum(sizes.values())
+        return {
+            "commands": len(flow) - 1,
+            "commands_per_second": (len(flow) - 1) / elapsed,
+            "mean_batch": (len(flow) - 1) / batches if batches else 0,
+            "p50_ms": latencies[len(latencies) // 2] * 1000,
+            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        }
+
+    with tempfile.TemporaryDirectory() as directory:
+        return asyncio.run(go("sqlite:///" + os.path.join(directory, "bench.db")))
+
+
+def _timed(results: dict[str, Any], key: str, measure: Callable[[], Any]) -> None:
+    try:
+        results[key] = measure()
+    except Exception as exc:  # noqa: BLE001 - a figure that cannot be taken is reported, never hidden
+        results[key] = {"unavailable": f"{type(exc).__name__}: {exc}"}
+
+
+def _postgres_version(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        row = connection.execute("SHOW server_version").fetchone()
+        return str(row[0]) if row else "unknown"
+
+
+def run(
+    n: int,
+    durable_n: int = 5_000,
+    repeats: int = 3,
+    *,
+    pg_url: str | None = None,
+    quick: bool = False,
+    replay_records: int = 20_000,
+) -> dict[str, Any]:
+    """Measure everything once, side by side (a reduced size with `quick`)."""
+    if quick:
+        n, durable_n, repeats, replay_records = min(n, 20_000), min(durable_n, 1_000), 2, min(replay_records, 5_000)
     flow = order_flow(n)
     results: dict[str, Any] = {
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "commands": n,
         "repeats": repeats,
+        "quick": quick,
     }
+    spreads: list[float] = []
     for kind in ("compiled", "interpreted"):
         try:
             rates = _decisions_per_second(load_core(kind), flow, repeats)
         except CoreUnavailableError as exc:
             results[kind] = {"unavailable": str(exc)}
             continue
-        results[kind] = {
-            "decisions_per_second": max(rates),
-            "spread": (max(rates) - min(rates)) / max(rates),
-        }
+        spread = (max(rates) - min(rates)) / max(rates)
+        spreads.append(spread)
+        results[kind] = {"decisions_per_second": max(rates), "spread": spread}
     compiled, interpreted = results["compiled"], results["interpreted"]
     if "decisions_per_second" in compiled and "decisions_per_second" in interpreted:
         results["compiled_speedup"] = compiled["decisions_per_second"] / interpreted["decisions_per_second"]
+    core = load_core("auto")
     results["embedded_ledger"] = _durable(flow[:durable_n])
-    spreads = [r["spread"] for r in (compiled, interpreted) if "spread" in r]
+    _timed(results, "embedded_group_commit", lambda: _embedded_group_commit(flow[: durable_n * 4], core))
+    _timed(results, "baseline_sqlite", lambda: baseline_sqlite(min(durable_n, 2_000)))
+    if pg_url:
+        from .bench_postgres import run as postgres_run
+
+        results["machine"]["postgresql"] = _postgres_version(pg_url)
+        _timed(results, "postgres", lambda: postgres_run(pg_url, durable_n * 2, core=core))
+        _timed(results, "baseline_postgres", lambda: baseline_postgres(pg_url, min(durable_n, 2_000)))
+    _timed(results, "replay_and_export", lambda: _replay_and_export(replay_records))
+    _ratios(results)
     results["noisy"] = bool(spreads) and statistics.fmean(spreads) > 0.2
     return results
+
+
+def _replay_and_export(records: int) -> dict[str, Any]:
+    """Replay verify, projection rebuild and export on one demo ledger of about `records` records."""
+    import asyncio
+
+    from projections.bench import measure as projections_measure
+    from replay.bench import demo_ledger
+    from replay.bench import measure as replay_measure
+
+    from .read_models import open_store
+
+    with tempfile.TemporaryDirectory() as directory:
+        url = demo_ledger(Path(directory) / "bench.db", records)
+        figures = replay_measure(url, cores=("both",))
+        ledger = open_ledger(url, create=False)
+
+        async def rebuild() -> dict[str, Any]:
+            store = await open_store(url)
+            try:
+                return await projections_measure(ledger, store, repeats=1)
+            finally:
+                await store.close()
+
+        try:
+            figures["projections"] = asyncio.run(rebuild())
+        finally:
+            ledger.close()
+        return figures
+
+
+def _ratios(results: dict[str, Any]) -> None:
+    embedded = results.get("embedded_group_commit", {})
+    base = results.get("baseline_sqlite", {})
+    if "commands_per_second" in embedded and "commands_per_second" in base:
+        results["ratio_embedded_vs_baseline"] = embedded["commands_per_second"] / base["commands_per_second"]
+    pg = results.get("postgres", {}).get("adaptive", {})
+    pg_base = results.get("baseline_postgres", {})
+    if "commands_per_second" in pg and "commands_per_second" in pg_base:
+        results["ratio_postgres_vs_baseline"] = pg["commands_per_second"] / pg_base["commands_per_second"]
+
+
+def _figure(r: dict[str, Any], key: str = "commands_per_second", unit: str = "/s") -> str:
+    if "unavailable" in r:
+        return "unavailable: " + str(r["unavailable"])[:120]
+    text = f"{r[key]:,.0f}{unit}"
+    if "p50_ms" in r:
+        text += f" (p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms)"
+    return text
 
 
 def print_results(console: Console, results: dict[str, Any]) -> None:
     """The benchmark table."""
     machine = results["machine"]
-    table = Table("measure", "figure", title=f"titan bench ({machine['cores']} cores, Python {machine['python']})")
+    title = f"titan bench ({machine['cores']} cores, Python {machine['python']}"
+    title += f", PostgreSQL {machine['postgresql']})" if "postgresql" in machine else ")"
+    table = Table("measure", "figure", title=title)
     for kind in ("compiled", "interpreted"):
         r = results[kind]
         figure = f"{r['decisions_per_second']:,.0f}/s (spread {r['spread']:.0%})" if "decisions_per_second" in r else r["unavailable"]
         table.add_row(f"{kind} core decide+evolve, {results['commands']:,} commands", figure)
     if "compiled_speedup" in results:
         table.add_row("compiled / interpreted", f"{results['compiled_speedup']:.2f}x")
-    e = results["embedded_ledger"]
-    table.add_row(
-        f"durable commands into the embedded ledger ({e['commands']:,})",
-        f"{e['commands_per_second']:,.0f}/s (p50 {e['p50_ms']:.2f} ms, p99 {e['p99_ms']:.2f} ms)",
-    )
+    table.add_row("embedded ledger, one transaction per command", _figure(results["embedded_ledger"]))
+    table.add_row("embedded ledger, group commit", _figure(results["embedded_group_commit"]))
+    table.add_row("baseline: eventsourcing Application, SQLite", _figure(results["baseline_sqlite"]))
+    if "ratio_embedded_vs_baseline" in results:
+        table.add_row("embedded group commit / baseline", f"{results['ratio_embedded_vs_baseline']:.1f}x")
+    pg = results.get("postgres")
+    if pg is not None:
+        if "unavailable" in pg:
+            table.add_row("PostgreSQL", _figure(pg))
+        else:
+            for key in ("batch_1", "batch_100", "adaptive", "offered"):
+                r = pg[key]
+                table.add_row(f"PostgreSQL, {r.get('label', key)}", _figure(r))
+        table.add_row("baseline: eventsourcing Application, PostgreSQL", _figure(results["baseline_postgres"]))
+        if "ratio_postgres_vs_baseline" in results:
+            table.add_row("PostgreSQL adaptive / baseline", f"{results['ratio_postgres_vs_baseline']:.1f}x")
+    replay = results["replay_and_export"]
+    if "unavailable" in replay:
+        table.add_row("replay / projections / export", _figure(replay))
+    else:
+        table.add_row(f"demo ledger for replay ({replay['records']:,} records)", "")
+        for choice, r in replay["replay_verify"].items():
+            table.add_row(f"replay verify ({choice})", _figure(r, "records_per_second", " records/s"))
+        if "export" in replay:
+            table.add_row("export", _figure(replay["export"], "rows_per_second", " rows/s"))
+        rebuild = replay.get("projections", {})
+        if "rebuild_all" in rebuild:
+            table.add_row("projection rebuild (all, one pass)", f"{rebuild['rebuild_all']['median']:,} records/s")
     console.print(table)
     if results["noisy"]:
         console.print("[yellow]warning:[/] repeated runs differ by more than 20%: the machine is busy; figures are unreliable")

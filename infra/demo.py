@@ -237,7 +237,7 @@ def summarize(bus: Bus, session: Session, seed: int, ledger_url: str) -> dict[st
     explain = None
     for command, outcome in session.outcomes:
         kinds[f"{command.type}:{outcome.outcome}"] += 1
-        if outcome.reason:
+        if outcome.reason and outcome.outcome == "rejected":  # a duplicate repeats an old refusal
             reasons[outcome.reason] += 1
         if explain is None and isinstance(command, wire.PlaceOrder) and outcome.outcome == "accepted":
             explain = f"ord-{command.command_id}"
