@@ -35,7 +35,6 @@ from .model import (
 )
 from .numbers import (
     BPS,
-    MONEY_DECIMALS,
     NS_PER_MS,
     div_trunc,
     format_money,
@@ -418,40 +417,6 @@ def max_leverage(state: State, risk: RiskPolicy) -> int:
 # --- evolving the Brain -----------------------------------------------------------------------
 
 
-def _brain(
-    b: Brain,
-    breaker: str,
-    breaker_since_ns: int,
-    clear_since_ns: int,
-    truth: dict[str, TruthReading],
-    regime: str,
-    tail: dict[str, int],
-    venues: dict[str, VenueQuality],
-    equity_known: bool,
-    equity_base_money: int,
-    pnl_since_base_money: int,
-    peak_equity_money: int,
-    day: int,
-    day_pnl_money: int,
-) -> Brain:
-    del b
-    return Brain(
-        breaker,
-        breaker_since_ns,
-        clear_since_ns,
-        truth,
-        regime,
-        tail,
-        venues,
-        equity_known,
-        equity_base_money,
-        pnl_since_base_money,
-        peak_equity_money,
-        day,
-        day_pnl_money,
-    )
-
-
 def _with_venue(b: Brain, venue: str, quality: VenueQuality) -> dict[str, VenueQuality]:
     venues = dict(b.venues)
     venues[venue] = quality
@@ -482,8 +447,8 @@ def advance_brain(b: Brain, state: State, event: Event) -> Brain:
             slippages, times = _window(quality.slippage_bps, quality.slippage_ts_ns, sample, event.ts_ns, vq.window)
             updated = VenueQuality(quality.status, quality.ack_latency_ms, quality.ack_ts_ns, slippages, times)
             venues = _with_venue(b, order.instrument.venue, updated)
-        return _brain(
-            b, b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, b.regime, b.tail_exponents, venues,
+        return Brain(
+            b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, b.regime, b.tail_exponents, venues,
             b.equity_known, b.equity_base_money, pnl, peak, b.day, b.day_pnl_money + delta,
         )
     if isinstance(event, OrderAcknowledged):
@@ -494,8 +459,8 @@ def advance_brain(b: Brain, state: State, event: Event) -> Brain:
         quality = venue_quality(b, acked.instrument.venue)
         latencies, times = _window(quality.ack_latency_ms, quality.ack_ts_ns, event.ack_latency_ms, event.ts_ns, vq.window)
         updated = VenueQuality(quality.status, latencies, times, quality.slippage_bps, quality.slippage_ts_ns)
-        return _brain(
-            b, b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, b.regime, b.tail_exponents,
+        return Brain(
+            b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, b.regime, b.tail_exponents,
             _with_venue(b, acked.instrument.venue, updated), b.equity_known, b.equity_base_money,
             b.pnl_since_base_money, b.peak_equity_money, b.day, b.day_pnl_money,
         )
@@ -503,13 +468,13 @@ def advance_brain(b: Brain, state: State, event: Event) -> Brain:
         truth = dict(b.truth)
         truth[event.venue] = TruthReading(event.score, event.ts_ns)
         peak = event.equity_money if not b.equity_known else max(b.peak_equity_money, event.equity_money)
-        return _brain(
-            b, b.breaker, b.breaker_since_ns, b.clear_since_ns, truth, b.regime, b.tail_exponents, b.venues,
+        return Brain(
+            b.breaker, b.breaker_since_ns, b.clear_since_ns, truth, b.regime, b.tail_exponents, b.venues,
             True, event.equity_money, 0, peak, b.day, b.day_pnl_money,
         )
     if isinstance(event, BreakerTransitioned):
-        return _brain(
-            b, event.to_state, event.ts_ns, NO_CLEAR, b.truth, b.regime, b.tail_exponents, b.venues,
+        return Brain(
+            event.to_state, event.ts_ns, NO_CLEAR, b.truth, b.regime, b.tail_exponents, b.venues,
             b.equity_known, b.equity_base_money, b.pnl_since_base_money, b.peak_equity_money, b.day, b.day_pnl_money,
         )
     if isinstance(event, VenueStatusChanged):
@@ -517,26 +482,26 @@ def advance_brain(b: Brain, state: State, event: Event) -> Brain:
         updated = VenueQuality(
             event.to_status, quality.ack_latency_ms, quality.ack_ts_ns, quality.slippage_bps, quality.slippage_ts_ns
         )
-        return _brain(
-            b, b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, b.regime, b.tail_exponents,
+        return Brain(
+            b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, b.regime, b.tail_exponents,
             _with_venue(b, event.venue, updated), b.equity_known, b.equity_base_money,
             b.pnl_since_base_money, b.peak_equity_money, b.day, b.day_pnl_money,
         )
     if isinstance(event, RegimeChanged):
-        return _brain(
-            b, b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, event.to_regime, b.tail_exponents, b.venues,
+        return Brain(
+            b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, event.to_regime, b.tail_exponents, b.venues,
             b.equity_known, b.equity_base_money, b.pnl_since_base_money, b.peak_equity_money, b.day, b.day_pnl_money,
         )
     if isinstance(event, TailRiskRecorded):
         tail = dict(b.tail_exponents)
         tail[event.symbol] = event.exponent
-        return _brain(
-            b, b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, b.regime, tail, b.venues,
+        return Brain(
+            b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, b.regime, tail, b.venues,
             b.equity_known, b.equity_base_money, b.pnl_since_base_money, b.peak_equity_money, b.day, b.day_pnl_money,
         )
     if isinstance(event, DayRolled):
-        return _brain(
-            b, b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, b.regime, b.tail_exponents, b.venues,
+        return Brain(
+            b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, b.regime, b.tail_exponents, b.venues,
             b.equity_known, b.equity_base_money, b.pnl_since_base_money, b.peak_equity_money, event.to_day, 0,
         )
     if isinstance(event, PolicyActivated):
@@ -544,8 +509,8 @@ def advance_brain(b: Brain, state: State, event: Event) -> Brain:
         if b.equity_known or allocation is None:
             return b
         initial = allocation.initial_equity_money
-        return _brain(
-            b, b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, b.regime, b.tail_exponents, b.venues,
+        return Brain(
+            b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, b.regime, b.tail_exponents, b.venues,
             True, initial, 0, initial, b.day, b.day_pnl_money,
         )
     return b
@@ -562,13 +527,8 @@ def track_clear(b: Brain, risk: RiskPolicy, ts_ns: int) -> Brain:
         since = NO_CLEAR
     else:
         return b
-    return _brain(
-        b, b.breaker, b.breaker_since_ns, since, b.truth, b.regime, b.tail_exponents, b.venues,
+    return Brain(
+        b.breaker, b.breaker_since_ns, since, b.truth, b.regime, b.tail_exponents, b.venues,
         b.equity_known, b.equity_base_money, b.pnl_since_base_money, b.peak_equity_money, b.day, b.day_pnl_money,
     )
 
-
-def money(text: str) -> int:
-    """Money units of a decimal string known to be valid (0 when it is not)."""
-    parsed = parse_units(text, MONEY_DECIMALS)
-    return parsed.units if parsed.ok else 0
