@@ -271,7 +271,7 @@ def ledger_verify(ledger: LedgerOpt = None, as_json: JsonOpt = False) -> None:
 @app.command()
 def demo(
     seed: Annotated[int, typer.Option(help="Seed of the simulated session (same seed, same ledger).")] = 7,
-    orders: Annotated[int, typer.Option(min=1, max=1_000_000, help="How many order intents to simulate.")] = 200,
+    orders: Annotated[int, typer.Option(min=1, max=1_000_000, help="How many order intents to simulate.")] = 500,
     ledger: LedgerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
