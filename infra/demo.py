@@ -33,7 +33,7 @@ from commands.handlers import Bus, Outcome
 from commands.views import breaker_history, state_view
 from schemas import commands as wire
 
-from .sim_market import Market
+from .sim_market import Market, Regime
 from .sim_strategies import PHASES, Intent
 from .submit import ensure_initialized
 
@@ -90,7 +90,7 @@ class Session:
         self.outcomes: list[tuple[wire.AnyCommand, Outcome]] = []
         self.last_client_id = ""
         self.equity_curve: list[str] = []
-        self.regime = "NEUTRAL"
+        self.regime: Regime = "NEUTRAL"
         self.policy_hash = ""
 
     def submit(self, command: wire.AnyCommand) -> Outcome:
@@ -129,7 +129,7 @@ class Session:
         regime = self.market.regime()
         if regime != self.regime:
             self.regime = regime
-            self.submit(wire.SetRegime(**self._common("regime", n, "ai-quant"), regime=regime, reason="realized vol / drawdown"))  # type: ignore[arg-type]
+            self.submit(wire.SetRegime(**self._common("regime", n, "ai-quant"), regime=regime, reason="realized vol / drawdown"))
 
     def operator(self, kind: type[wire.Halt | wire.Resume], n: int, reason: str) -> None:
         self.submit(kind(**self._common("operator", n, "operator:alice"), reason=reason))
@@ -163,7 +163,7 @@ class Session:
             client_order_id=client_id,
             venue=venue,
             symbol=symbol,
-            side=intent.side,  # type: ignore[arg-type]
+            side=intent.side,
             quantity=instrument.qty(intent.qty_steps),
             price=price,
             reference_price=instrument.price(mid),

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import random
 from decimal import Decimal
+from typing import Literal
 
 from adapters.paper_venue import PaperInstrument
 
+Regime = Literal["RISK_ON", "NEUTRAL", "RISK_OFF", "CRASH"]
 CALM, VOLATILE = 1, 3  # volatility multipliers
 SWITCH_PROBABILITY = 0.02  # per step, calm <-> volatile
 JUMP_PROBABILITY = 0.01
@@ -75,7 +77,7 @@ class Market:
         """How far the price is below its high, in bps."""
         return (self.highs[symbol] - self.prices[symbol]) * 10_000 // self.highs[symbol]
 
-    def regime(self) -> str:
+    def regime(self) -> Regime:
         """The regime signal, from BTC's realized volatility and drawdown."""
         vol = self.realized_vol_bps("BTCUSDT")
         drawdown = self.drawdown_bps("BTCUSDT")

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Literal
 
 from adapters.paper_venue import PaperInstrument
 
 from .sim_market import Market
+
+Side = Literal["BUY", "SELL"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class Intent:
 
     phase: int
     instrument: PaperInstrument
-    side: str
+    side: Side
     qty_steps: int
     price_ticks: int
     style: str
@@ -33,6 +36,7 @@ def scavenger(rng: random.Random, market: Market) -> list[Intent]:
     mid = market.prices[instrument.symbol]
     move = market.move_bps(instrument.symbol, 10)
     size = rng.randint(instrument.min_qty_steps, max(instrument.min_qty_steps, instrument.max_qty_steps // 6))
+    side: Side
     if abs(move) >= 5:
         side = "BUY" if move > 0 else "SELL"
         price = mid + 2 if side == "BUY" else mid - 2
@@ -46,7 +50,7 @@ def hunter(rng: random.Random, market: Market) -> list[Intent]:
     """Momentum: trade with the last 30 steps' direction, crossing by a tick."""
     instrument = rng.choice(market.instruments)
     mid = market.prices[instrument.symbol]
-    side = "BUY" if market.move_bps(instrument.symbol, 30) >= 0 else "SELL"
+    side: Side = "BUY" if market.move_bps(instrument.symbol, 30) >= 0 else "SELL"
     size = rng.randint(instrument.min_qty_steps, max(instrument.min_qty_steps, instrument.max_qty_steps // 3))
     return [Intent(2, instrument, side, size, mid + 1 if side == "BUY" else mid - 1, "momentum")]
 
