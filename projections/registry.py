@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from . import commands, decisions, dlq, orders, positions
+from . import breaker, budget, commands, decisions, dlq, orders, positions, truth, venue_quality
 from .model import Projection
 
 PROJECTIONS: Final[tuple[Projection, ...]] = (
@@ -15,6 +15,10 @@ PROJECTIONS: Final[tuple[Projection, ...]] = (
     decisions.PROJECTION,
     commands.PROJECTION,
     dlq.PROJECTION,
+    truth.PROJECTION,
+    breaker.PROJECTION,
+    budget.PROJECTION,
+    venue_quality.PROJECTION,
 )
 
 

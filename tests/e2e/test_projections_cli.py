@@ -18,7 +18,7 @@ from .conftest import ROOT, Titan, titan_command
 
 pytestmark = pytest.mark.e2e
 
-NAMES = ["positions", "orders", "decisions", "commands", "dlq"]
+NAMES = ["positions", "orders", "decisions", "commands", "dlq", "truth", "breaker", "budget", "venue_quality"]
 
 
 def by_name(report: dict[str, Any], key: str) -> dict[str, Any]:

@@ -371,7 +371,10 @@ def test_replay_verify_and_export_hooks(demo_ledger: SQLiteLedger, demo_ledger_f
     assert all(model["live"] == model["rebuilt"] for model in verified["models"].values())
 
     exported = read_side.export_rows(demo_ledger)
-    assert set(exported) == {"positions", "orders", "decisions", "commands", "dlq"}
+    assert set(exported) == {
+        "positions", "orders", "decisions", "commands", "dlq",
+        "truth", "truth_history", "breaker", "breaker_transitions", "budget", "venue_quality",
+    }
     assert len(exported["commands"]) == sum(1 for r in demo_ledger.iter_all() if r.type == "command.recorded.v1")
 
     with sqlite3.connect(demo_ledger_file) as db:  # someone edits a read model behind titan's back

@@ -177,8 +177,11 @@ def test_a_digest_is_sha256_of_the_models_canonical_json():
 
 def test_projections_are_selected_by_name_and_an_unknown_name_lists_the_accepted():
     assert [p.name for p in registry.select(["orders", "positions"])] == ["orders", "positions"]
-    assert registry.names() == ("positions", "orders", "decisions", "commands", "dlq")
-    with pytest.raises(registry.UnknownProjection, match="accepted: positions, orders, decisions, commands, dlq"):
+    assert registry.names() == (
+        "positions", "orders", "decisions", "commands", "dlq", "truth", "breaker", "budget", "venue_quality",
+    )
+    accepted = "accepted: positions, orders, decisions, commands, dlq, truth, breaker, budget, venue_quality"
+    with pytest.raises(registry.UnknownProjection, match=accepted):
         registry.select(["nope"])
 
 
