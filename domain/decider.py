@@ -619,19 +619,24 @@ def evolve(state: State, event: Event) -> State:
         brain = track_clear(brain, policy.risk, event.ts_ns)
     if brain is after.brain:
         return after
+    return _account(after, after.mode, after.policy, after.policy_hash, after.last_ts_ns, brain)
+
+
+def _account(state: State, mode: str, policy: Policy | None, policy_hash: str, ts_ns: int, brain: Brain) -> State:
+    """The state with its account-level parts replaced (orders and positions unchanged)."""
     return State(
-        after.account_id,
-        after.mode,
-        after.policy,
-        after.policy_hash,
-        after.last_ts_ns,
-        after.open_orders,
-        after.closed_orders,
-        after.closed_order_ids,
-        after.positions,
-        after.marks,
-        after.order_times_ns,
-        after.message_times_ns,
+        state.account_id,
+        mode,
+        policy,
+        policy_hash,
+        max(state.last_ts_ns, ts_ns),
+        state.open_orders,
+        state.closed_orders,
+        state.closed_order_ids,
+        state.positions,
+        state.marks,
+        state.order_times_ns,
+        state.message_times_ns,
         brain,
     )
 
@@ -703,37 +708,9 @@ def _evolve_orders(state: State, event: Event) -> State:
         rejected = order.with_progress(VENUE_REJECTED, order.filled_qty_units, order.fill_ids, order.cancel_requested)
         return _close_order(state, ts, rejected, state.positions, state.marks)
     if isinstance(event, PolicyActivated):
-        return State(
-            state.account_id,
-            state.mode,
-            event.policy,
-            event.policy_hash,
-            max(state.last_ts_ns, ts),
-            state.open_orders,
-            state.closed_orders,
-            state.closed_order_ids,
-            state.positions,
-            state.marks,
-            state.order_times_ns,
-            state.message_times_ns,
-            state.brain,
-        )
+        return _account(state, state.mode, event.policy, event.policy_hash, ts, state.brain)
     if isinstance(event, ModeChanged):
-        return State(
-            state.account_id,
-            ARMED if event.armed else DISARMED,
-            state.policy,
-            state.policy_hash,
-            max(state.last_ts_ns, ts),
-            state.open_orders,
-            state.closed_orders,
-            state.closed_order_ids,
-            state.positions,
-            state.marks,
-            state.order_times_ns,
-            state.message_times_ns,
-            state.brain,
-        )
+        return _account(state, ARMED if event.armed else DISARMED, state.policy, state.policy_hash, ts, state.brain)
     # Refusals change nothing but the stream's time.
     return _advance(state, ts)
 
