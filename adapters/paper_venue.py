@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal, TypedDict
 
+from domain.numbers import format_units
 from schemas import commands as wire
 
 NS_PER_MS = 1_000_000
@@ -42,17 +43,11 @@ class PaperInstrument:
 
     def price(self, ticks: int) -> str:
         """A price in ticks as a decimal string."""
-        return _fmt(ticks, self.price_decimals)
+        return format_units(ticks, self.price_decimals)
 
     def qty(self, steps: int) -> str:
         """A quantity in steps as a decimal string."""
-        return _fmt(steps, self.qty_decimals)
-
-
-def _fmt(units: int, decimals: int) -> str:
-    digits = str(abs(units)).rjust(decimals + 1, "0")
-    text = digits if decimals == 0 else digits[:-decimals] + "." + digits[-decimals:]
-    return ("-" if units < 0 else "") + text
+        return format_units(steps, self.qty_decimals)
 
 
 @dataclass(order=True)
@@ -156,7 +151,7 @@ class PaperVenue:
             fill_id=self._next_id("F"),
             quantity=instrument.qty(steps),
             price=instrument.price(price_ticks),
-            fee=_fmt(fee_units, 8),
+            fee=format_units(fee_units, 8),
             liquidity=liquidity,
         )
 
@@ -204,7 +199,7 @@ class PaperVenue:
             venue=venue,
             positions=positions,
             open_order_ids=sorted(self.open_ids),
-            equity=_fmt(equity, 8),
+            equity=format_units(equity, 8),
             venue_ts_ns=ts_ns - latency_ms * NS_PER_MS,
             latency_ms=latency_ms,
         )

@@ -20,7 +20,7 @@ from .brain import (
     truth_snapshot,
     venue_changes,
 )
-from .checks import count_since, limit_checks, mode_check, new_order, read_numbers
+from .checks import limit_checks, mode_check, new_order, read_numbers
 from .commands import (
     ActivatePolicy,
     Arm,
@@ -713,11 +713,6 @@ def _evolve_orders(state: State, event: Event) -> State:
         return _account(state, ARMED if event.armed else DISARMED, state.policy, state.policy_hash, ts, state.brain)
     # Refusals change nothing but the stream's time.
     return _advance(state, ts)
-
-
-def rate_counts(state: State, ts_ns: int) -> tuple[int, int]:
-    """Orders and messages in the rolling second ending at ts_ns (for views)."""
-    return count_since(state.order_times_ns, ts_ns), count_since(state.message_times_ns, ts_ns)
 
 
 def refusal_reason(events: list[Event]) -> str:
