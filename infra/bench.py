@@ -23,6 +23,7 @@ from schemas import commands as wire
 from schemas.policy import policy_hash
 
 from .bench_baseline import baseline_postgres, baseline_sqlite
+from .bench_figures import throughput
 from .bootstrap import bootstrap, open_ledger
 from .core import CoreUnavailableError, load_core
 from .settings import Settings
@@ -108,13 +109,7 @@ def _durable(flow: list[wire.AnyCommand]) -> dict[str, float]:
             latencies.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - began
         bus.ctx.ledger.close()
-    latencies.sort()
-    return {
-        "commands": len(flow),
-        "commands_per_second": len(flow) / elapsed,
-        "p50_ms": latencies[len(latencies) // 2] * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
-    }
+    return throughput(latencies, elapsed)
 
 
 def _embedded_group_commit(flow: list[wire.AnyCommand], core: Any) -> dict[str, Any]:
@@ -143,15 +138,8 @@ def _embedded_group_commit(flow: list[wire.AnyCommand], core: Any) -> dict[str, 
         sizes = writer.batch_sizes
         await writer.stop()
         ledger.close()
-        latencies.sort()
         batches = sum(sizes.values())
-        return {
-            "commands": len(flow) - 1,
-            "commands_per_second": (len(flow) - 1) / elapsed,
-            "mean_batch": (len(flow) - 1) / batches if batches else 0,
-            "p50_ms": latencies[len(latencies) // 2] * 1000,
-            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
-        }
+        return {**throughput(latencies, elapsed), "mean_batch": len(latencies) / batches if batches else 0}
 
     with tempfile.TemporaryDirectory() as directory:
         return asyncio.run(go("sqlite:///" + os.path.join(directory, "bench.db")))

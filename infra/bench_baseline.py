@@ -18,6 +18,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
+from .bench_figures import throughput
+
 
 class Account(Aggregate):
     """A stock event-sourced account: orders, acks and fills as library events."""
@@ -81,13 +83,7 @@ def _run(env: dict[str, str], n: int) -> dict[str, Any]:
         latencies.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - began
     app.close()
-    latencies.sort()
-    return {
-        "commands": n,
-        "commands_per_second": n / elapsed,
-        "p50_ms": latencies[len(latencies) // 2] * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
-    }
+    return throughput(latencies, elapsed)
 
 
 def baseline_sqlite(n: int) -> dict[str, Any]:
