@@ -59,6 +59,8 @@ from .events import (
     TailRiskRecorded,
     is_terminal,
 )
+from .fills import Fills
+from .lateness import decided_at
 from .model import (
     ACCEPTED,
     ARMED,
@@ -88,7 +90,7 @@ from .numbers import (
     is_decimal,
     parse_units,
 )
-from .policy import Instrument, Policy
+from .policy import RULES_V1, RULES_V2, Instrument, Policy
 from .risk_policy import DEFENSIVE, HALTED, NORMAL, RATIO_DECIMALS
 
 ORDER_ID_PREFIX: Final = "ord-"
@@ -113,9 +115,11 @@ def decide(command: Command, state: State) -> list[Event]:
     Around the command's own events the Brain may add: the budget day's roll before them, and
     venue-status changes and a breaker transition after them (judged on the state they leave).
     """
-    if command.ts_ns < state.last_ts_ns:
-        return [_stale(command, state)]
     policy = state.policy
+    on_time = decided_at(command, state.last_ts_ns, policy.rules_version if policy is not None else RULES_V1)
+    if on_time is None:
+        return [_stale(command, state)]
+    command = on_time
     if policy is None or (not policy.risk.any() and state.brain.breaker == NORMAL):
         return _decide_command(command, state)
     # Only the Brain's part of the state is carried forward here: it is all the day roll, the
@@ -303,6 +307,12 @@ def _record_fill(cmd: RecordFill, state: State) -> Event:
         detail = {"order_id": cmd.order_id, "fill_id": cmd.fill_id, "status": order.status}
         return CommandRejected(cmd.ts_ns, "RecordFill", reasons.DUPLICATE_FILL, detail)
     instrument = order.instrument
+    policy = state.policy
+    if policy is not None and policy.rules_version >= RULES_V2:
+        counted_on = state.fills.counted_on(instrument.venue, cmd.fill_id)
+        if counted_on != "":
+            detail = {"order_id": cmd.order_id, "fill_id": cmd.fill_id, "venue": instrument.venue, "counted_on": counted_on}
+            return CommandRejected(cmd.ts_ns, "RecordFill", reasons.DUPLICATE_FILL, detail)
     qty = parse_units(cmd.quantity, instrument.qty_decimals)
     if not is_decimal(cmd.quantity) or not qty.ok or qty.units <= 0 or qty.units % instrument.step_units != 0:
         step = format_units(instrument.step_units, instrument.qty_decimals)
@@ -563,6 +573,7 @@ def _copy(
         order_times_ns,
         message_times_ns,
         state.brain,
+        state.fills,
     )
 
 
@@ -613,6 +624,9 @@ def _close_order(state: State, ts_ns: int, order: Order, positions: dict[str, Po
 def evolve(state: State, event: Event) -> State:
     """Apply one recorded event to the state; returns a new state."""
     after = _evolve_orders(state, event)
+    if isinstance(event, OrderFilled):
+        order = event.order
+        after = _with_fills(after, after.fills.with_fill(order.instrument.venue, event.fill_id, order.order_id))
     brain = next_brain(state, event)
     policy = after.policy
     if policy is not None and brain.breaker == DEFENSIVE:
@@ -620,6 +634,25 @@ def evolve(state: State, event: Event) -> State:
     if brain is after.brain:
         return after
     return _account(after, after.mode, after.policy, after.policy_hash, after.last_ts_ns, brain)
+
+
+def _with_fills(state: State, fills: Fills) -> State:
+    return State(
+        state.account_id,
+        state.mode,
+        state.policy,
+        state.policy_hash,
+        state.last_ts_ns,
+        state.open_orders,
+        state.closed_orders,
+        state.closed_order_ids,
+        state.positions,
+        state.marks,
+        state.order_times_ns,
+        state.message_times_ns,
+        state.brain,
+        fills,
+    )
 
 
 def _account(state: State, mode: str, policy: Policy | None, policy_hash: str, ts_ns: int, brain: Brain) -> State:
@@ -638,6 +671,7 @@ def _account(state: State, mode: str, policy: Policy | None, policy_hash: str, t
         state.order_times_ns,
         state.message_times_ns,
         brain,
+        state.fills,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from .fills import Fills, no_fills
 from .policy import Instrument, Policy
 
 DISARMED: Final = "DISARMED"
@@ -233,6 +234,7 @@ class State:
         order_times_ns: tuple[int, ...],
         message_times_ns: tuple[int, ...],
         brain: Brain,
+        fills: Fills,
     ) -> None:
         self.account_id: Final = account_id
         self.mode: Final = mode
@@ -247,8 +249,9 @@ class State:
         self.order_times_ns: Final = order_times_ns
         self.message_times_ns: Final = message_times_ns
         self.brain: Final = brain
+        self.fills: Final = fills
 
 
 def initial_state(account_id: str) -> State:
     """A new account: DISARMED, no policy, nothing open."""
-    return State(account_id, DISARMED, None, "", 0, {}, {}, (), {}, {}, (), (), initial_brain())
+    return State(account_id, DISARMED, None, "", 0, {}, {}, (), {}, {}, (), (), initial_brain(), no_fills())

@@ -14,6 +14,13 @@ from .risk_policy import RiskPolicy, RiskPolicyError, risk_policy_from_document
 PAPER_VENUE: Final = "paper"
 """The built-in paper venue: it may trade while the account is DISARMED."""
 
+RULES_V1: Final = 1
+"""The decider's first rules: every command older than the account's last one is STALE_COMMAND."""
+RULES_V2: Final = 2
+"""Venue reports are facts, decided at the account's time when late; halt and flatten always take
+effect; a venue fill id counts once, whichever order it names (docs/decisions.md)."""
+LATEST_RULES: Final = RULES_V2
+
 
 class PolicyError(Exception):
     """The document is not a usable policy (the edge validates first; this guards the core)."""
@@ -64,9 +71,11 @@ class Policy:
         max_messages_per_second: int,
         max_open_orders: int,
         risk: RiskPolicy,
+        rules_version: int,
     ) -> None:
         self.policy_id: Final = policy_id
         self.risk: Final = risk
+        self.rules_version: Final = rules_version
         self.instruments: Final = instruments
         self.max_order_notional_money: Final = max_order_notional_money
         self.price_collar_bps: Final = price_collar_bps
@@ -163,7 +172,18 @@ def policy_from_document(doc: dict[str, object]) -> Policy:
         _int(limits, "max_messages_per_second"),
         _int(limits, "max_open_orders"),
         _risk(doc),
+        _rules_version(doc),
     )
+
+
+def _rules_version(doc: dict[str, object]) -> int:
+    """The decider rules the policy asks for; a policy written before they were versioned gets 1."""
+    if doc.get("rules_version") is None:
+        return RULES_V1
+    version = _int(doc, "rules_version")
+    if version < RULES_V1 or version > LATEST_RULES:
+        raise PolicyError(f"policy field 'rules_version' must be {RULES_V1}..{LATEST_RULES}, got {version}")
+    return version
 
 
 def _risk(doc: dict[str, object]) -> RiskPolicy:
