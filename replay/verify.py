@@ -306,7 +306,7 @@ class GateRun:
         raw = data.get("command")
         context["command_type"] = raw.get("type") if isinstance(raw, dict) else None
         try:
-            command = wire.COMMANDS.validate_python(raw)
+            command = wire.parse_recorded_command(raw)
         except ValidationError as error:
             problems = tuple(
                 FieldDiff("data.command." + ".".join(str(p) for p in e["loc"]), e.get("input"), e["msg"])

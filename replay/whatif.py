@@ -201,7 +201,7 @@ class WhatIf:
         data = record.envelope.get("data") or {}
         events = [self.pending.pop(event_id) for event_id in data.get("event_ids") or [] if event_id in self.pending]
         try:
-            command = wire.COMMANDS.validate_python(data.get("command"))
+            command = wire.parse_recorded_command(data.get("command"))
         except ValidationError as error:
             raise ReplayInputError(
                 f"recorded command {record.envelope.get('command_id')} at position {record.position} does not "

@@ -2,16 +2,57 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field, TypeAdapter, model_validator
+from pydantic import Field, TypeAdapter, ValidationInfo, model_validator
 
-from .base import CommandId, Decimal, Identifier, Nanoseconds, PositiveDecimal, WireModel
-from .policy import PolicyDocument
+from .base import (
+    INT_DIGITS,
+    CommandId,
+    Decimal,
+    Identifier,
+    Milliseconds,
+    Nanoseconds,
+    PlainText,
+    PositiveDecimal,
+    WireModel,
+    at_most,
+    is_recorded,
+    items_at_most,
+    recorded_context,
+    refuse,
+)
+from .policy import MAX_OPEN_ORDERS, PolicyDocument
 
 PhaseId = Annotated[int, Field(ge=1, le=3, description="1 Scavenger, 2 Hunter, 3 Sentinel")]
 Side = Literal["BUY", "SELL"]
-Reason = Annotated[str, Field(min_length=1, max_length=1000)]
+Reason = Annotated[str, Field(min_length=1, max_length=1000), PlainText]
+"""Why, in the operator's or venue's words: 1 to 1000 characters, no control characters."""
+
+MAX_POSITIONS: Final = 1000
+"""Positions a venue snapshot may list."""
+MAX_SAMPLE_SIZE: Final = 1_000_000_000
+NOTIONAL_DIGITS: Final = INT_DIGITS
+"""quantity × price stays below 10^10 quote units, so that it fits a signed 64-bit integer of 1e-8."""
+
+
+def notional_problem(quantity: str, price: str, price_field: str) -> str | None:
+    """What makes quantity × price too large for the stores, or None (both within their digits)."""
+    q_whole, _, q_fraction = quantity.partition(".")
+    p_whole, _, p_fraction = price.partition(".")
+    product = int(q_whole + q_fraction) * int(p_whole + p_fraction)
+    if product >= 10 ** (NOTIONAL_DIGITS + len(q_fraction) + len(p_fraction)):
+        return f"quantity × {price_field} must be below 10^{NOTIONAL_DIGITS} (quote currency)"
+    return None
+
+
+def _check_notional(info: ValidationInfo, quantity: str, prices: dict[str, str | None]) -> None:
+    if is_recorded(info.context):
+        return
+    for name, price in prices.items():
+        problem = None if price is None else notional_problem(quantity, price, name)
+        if problem is not None:
+            raise refuse(problem)
 
 
 class CommandBase(WireModel):
@@ -30,12 +71,16 @@ class CommandBase(WireModel):
 class RiskCommandBase(CommandBase):
     """Risk-affecting commands also carry the policy hash they were built under, and their origin."""
 
-    policy_hash: Annotated[str, Field(max_length=128, description="the policy hash the issuer built this under")]
+    policy_hash: Annotated[
+        str, Field(max_length=128, description="the policy hash the issuer built this under"), PlainText
+    ]
     intent_id: Identifier | None = None
     phase_id: PhaseId | None = None
 
 
 class PlaceOrder(RiskCommandBase):
+    """Place a new order; quantity × price and quantity × reference_price are below 10^10."""
+
     type: Literal["place_order.v1"] = "place_order.v1"
     phase_id: PhaseId
     intent_id: Identifier
@@ -50,11 +95,12 @@ class PlaceOrder(RiskCommandBase):
     reduce_only: bool = False
 
     @model_validator(mode="after")
-    def _price_matches_type(self) -> PlaceOrder:
+    def _price_matches_type(self, info: ValidationInfo) -> PlaceOrder:
         if self.order_type == "LIMIT" and self.price is None:
             raise ValueError("a LIMIT order needs a price")
         if self.order_type == "MARKET" and self.price is not None:
             raise ValueError("a MARKET order takes no price (it is checked at reference_price)")
+        _check_notional(info, self.quantity, {"price": self.price, "reference_price": self.reference_price})
         return self
 
 
@@ -77,6 +123,8 @@ class RecordVenueReject(CommandBase):
 
 
 class RecordFill(CommandBase):
+    """A venue's fill of an order; quantity × price is below 10^10."""
+
     type: Literal["record_fill.v1"] = "record_fill.v1"
     order_id: Identifier
     fill_id: Identifier
@@ -84,6 +132,11 @@ class RecordFill(CommandBase):
     price: PositiveDecimal
     fee: Decimal = "0"
     liquidity: Literal["maker", "taker"] = "taker"
+
+    @model_validator(mode="after")
+    def _notional_fits(self, info: ValidationInfo) -> RecordFill:
+        _check_notional(info, self.quantity, {"price": self.price})
+        return self
 
 
 class RecordCancelled(CommandBase):
@@ -100,11 +153,11 @@ class VenuePosition(WireModel):
 class RecordTruthSnapshot(CommandBase):
     type: Literal["record_truth_snapshot.v1"] = "record_truth_snapshot.v1"
     venue: Identifier
-    positions: list[VenuePosition]
-    open_order_ids: list[Identifier]
+    positions: Annotated[list[VenuePosition], items_at_most(MAX_POSITIONS)]
+    open_order_ids: Annotated[list[Identifier], items_at_most(MAX_OPEN_ORDERS)]
     equity: Decimal
     venue_ts_ns: Nanoseconds
-    latency_ms: Annotated[int, Field(ge=0)]
+    latency_ms: Milliseconds
 
 
 class ActivatePolicy(CommandBase):
@@ -122,7 +175,7 @@ class RecordTailRisk(CommandBase):
     type: Literal["record_tail_risk.v1"] = "record_tail_risk.v1"
     symbol: Identifier
     tail_exponent: PositiveDecimal
-    sample_size: Annotated[int, Field(ge=1)]
+    sample_size: Annotated[int, Field(ge=1), at_most(MAX_SAMPLE_SIZE)]
     method: Identifier
 
 
@@ -172,6 +225,14 @@ AnyCommand = Annotated[
 """Any titan command, told apart by its `type`."""
 
 COMMANDS: TypeAdapter[AnyCommand] = TypeAdapter(AnyCommand)
+"""Validates a command with every bound applied (new input); see `parse_recorded_command`."""
+
+
+def parse_recorded_command(raw: Any) -> AnyCommand:
+    """Re-validate a command as an earlier titan recorded it: formats hold, the bounds of new
+    input (docs/schemas.md, "Bounds") do not, so replay re-decides it exactly as it was decided.
+    Raises pydantic's ValidationError."""
+    return COMMANDS.validate_python(raw, context=recorded_context())
 
 COMMAND_MODELS: tuple[type[CommandBase], ...] = (
     PlaceOrder,

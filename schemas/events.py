@@ -12,9 +12,24 @@ from typing import Annotated, Final, Literal
 
 from pydantic import Field, JsonValue, model_validator
 
-from .base import Decimal, Identifier, Nanoseconds, PositiveDecimal, WireModel
-from .commands import PhaseId, Reason, Side
-from .policy import PolicyDocument
+from .base import (
+    INT64_MAX,
+    Count,
+    Decimal,
+    Identifier,
+    Int64,
+    Milliseconds,
+    Nanoseconds,
+    PlainText,
+    PositiveDecimal,
+    Text,
+    Total,
+    WireModel,
+    at_most,
+    items_at_most,
+)
+from .commands import MAX_SAMPLE_SIZE, PhaseId, Reason, Side
+from .policy import MAX_OPEN_ORDERS, PolicyDocument
 
 POLICY_ACTIVATED: Final = "policy.activated.v1"
 ACCOUNT_ARMED: Final = "account.armed.v1"
@@ -107,6 +122,7 @@ CancelReason = Annotated[
         max_length=1009,
         description="the CancelOrder's reason, or `flatten: <the Flatten's reason>`",
     ),
+    PlainText,
 ]
 
 Mode = Literal["ARMED", "DISARMED"]
@@ -115,14 +131,18 @@ BreakerLevel = Literal["NORMAL", "DEFENSIVE", "HALTED"]
 VenueStatus = Literal["OK", "DEGRADED", "HALTED"]
 Regime = Literal["RISK_ON", "NEUTRAL", "RISK_OFF", "CRASH"]
 Score = Annotated[int, Field(ge=0, le=100)]
+Values = dict[Annotated[str, Field(max_length=128)], Text]
+"""Named values of a decision: short names, texts of at most 1000 characters."""
+MAX_DAY = INT64_MAX // (86_400 * 10**9)
+"""The last UTC day a Nanoseconds time can reach (2262-04-11)."""
 
 
 class CheckResult(WireModel):
     """One pre-trade check as decided: the value seen, the limit and the verdict."""
 
     check: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", description="the check's name")]
-    value: str
-    limit: str
+    value: Text
+    limit: Text
     verdict: Literal["pass", "fail"]
 
 
@@ -136,11 +156,11 @@ class PositionState(WireModel):
     """A position after a fill; money (`avg_price`, `cost`, `realized_pnl`, `fees`) in the quote
     currency with at most 8 decimals."""
 
-    quantity: Annotated[Decimal, Field(description="signed: positive long, negative short")]
-    avg_price: Annotated[PositiveDecimal, Field(description="average entry price, rounded down")]
-    cost: Annotated[Decimal, Field(description="signed cost basis of the open quantity")]
-    realized_pnl: Annotated[Decimal, Field(description="realized PnL to date, fees excluded")]
-    fees: Annotated[Decimal, Field(description="fees paid to date (negative for net rebates)")]
+    quantity: Annotated[Total, Field(description="signed: positive long, negative short")]
+    avg_price: Annotated[Total, Field(description="average entry price, rounded down")]
+    cost: Annotated[Total, Field(description="signed cost basis of the open quantity")]
+    realized_pnl: Annotated[Total, Field(description="realized PnL to date, fees excluded")]
+    fees: Annotated[Total, Field(description="fees paid to date (negative for net rebates)")]
 
 
 class PolicyActivated(WireModel):
@@ -222,7 +242,9 @@ class OrderAcknowledged(WireModel):
     order_id: OrderId
     venue_order_id: Identifier
     ack_latency_ms: Annotated[
-        int, Field(ge=0, description="command time of the ack minus command time of acceptance")
+        int,
+        Field(ge=0, description="command time of the ack minus command time of acceptance"),
+        at_most(INT64_MAX),
     ]
 
 
@@ -248,7 +270,7 @@ class OrderFilled(WireModel):
     status: Literal["PARTIALLY_FILLED", "FILLED"]
     filled_quantity: PositiveDecimal
     remaining_quantity: PositiveDecimal
-    realized_pnl: Annotated[Decimal, Field(description="PnL this fill realized, fees excluded")]
+    realized_pnl: Annotated[Total, Field(description="PnL this fill realized, fees excluded")]
     position: PositionState
 
 
@@ -268,7 +290,7 @@ class CommandRejected(WireModel):
         Field(pattern=r"^[A-Z][A-Za-z0-9]*$", description="the command's name, e.g. `RecordFill`"),
     ]
     reason: ReasonCode
-    detail: dict[str, str]
+    detail: Values
 
 
 class TruthComponent(WireModel):
@@ -285,7 +307,7 @@ class TruthComponent(WireModel):
         ),
     ]
     score: Score
-    weight: Annotated[int, Field(ge=0)]
+    weight: Count
 
 
 class TruthSnapshotRecorded(WireModel):
@@ -299,12 +321,12 @@ class TruthSnapshotRecorded(WireModel):
     components: Annotated[list[TruthComponent], Field(min_length=5, max_length=5)]
     equity: Annotated[Decimal, Field(description="equity the venue reported, quote currency")]
     venue_ts_ns: Nanoseconds
-    latency_ms: Annotated[int, Field(ge=0)]
-    drifts: Annotated[
-        dict[str, str], Field(description="symbol -> what we hold and what the venue reports")
-    ]
+    latency_ms: Milliseconds
+    drifts: Annotated[Values, Field(description="symbol -> what we hold and what the venue reports")]
     orphan_order_ids: Annotated[
-        list[Identifier], Field(description="orders the venue has open and we do not")
+        list[Identifier],
+        Field(description="orders the venue has open and we do not"),
+        items_at_most(MAX_OPEN_ORDERS),
     ]
     missing_order_ids: Annotated[
         list[OrderId],
@@ -333,8 +355,9 @@ class BreakerTransitioned(WireModel):
         Field(
             max_length=1000, description="the operator's reason; empty for an automatic transition"
         ),
+        PlainText,
     ]
-    values: Annotated[dict[str, str], Field(description="the values that caused the transition")]
+    values: Annotated[Values, Field(description="the values that caused the transition")]
 
     @model_validator(mode="after")
     def _moves(self) -> BreakerTransitioned:
@@ -349,11 +372,11 @@ class VenueStatusChanged(WireModel):
     venue: Identifier
     from_status: VenueStatus
     to_status: VenueStatus
-    mean_slippage_bps: Annotated[
-        int, Field(description="signed: positive when fills went against us")
+    mean_slippage_bps: Annotated[Int64, Field(description="signed: positive when fills went against us")]
+    mean_ack_latency_ms: Annotated[int, Field(ge=0), at_most(INT64_MAX)]
+    samples: Annotated[
+        int, Field(ge=1, description="the larger of the two windows' sample counts"), at_most(10_000)
     ]
-    mean_ack_latency_ms: Annotated[int, Field(ge=0)]
-    samples: Annotated[int, Field(ge=1, description="the larger of the two windows' sample counts")]
 
     @model_validator(mode="after")
     def _moves(self) -> VenueStatusChanged:
@@ -379,7 +402,7 @@ class TailRiskRecorded(WireModel):
         PositiveDecimal, Field(description="the policy's minimum, 4 decimals")
     ]
     breach: bool
-    sample_size: Annotated[int, Field(ge=1)]
+    sample_size: Annotated[int, Field(ge=1), at_most(MAX_SAMPLE_SIZE)]
     method: Identifier
 
 
@@ -387,11 +410,11 @@ class DayRolled(WireModel):
     """The budget day rolled at 00:00 UTC of command time; the daily loss budget starts afresh."""
 
     from_day: Annotated[
-        int, Field(ge=0, description="days since 1970-01-01 (0 before the first roll)")
+        int, Field(ge=0, description="days since 1970-01-01 (0 before the first roll)"), at_most(MAX_DAY)
     ]
-    to_day: Annotated[int, Field(ge=0, description="days since 1970-01-01")]
+    to_day: Annotated[int, Field(ge=0, description="days since 1970-01-01"), at_most(MAX_DAY)]
     closed_day_pnl: Annotated[
-        Decimal, Field(description="realized PnL net of fees of the day that closed")
+        Total, Field(description="realized PnL net of fees of the day that closed")
     ]
 
 
@@ -429,7 +452,9 @@ class Envelope(WireModel):
 
     event_id: EventId
     stream_id: StreamId
-    version: Annotated[int, Field(ge=1, description="the record's version in its stream")]
+    version: Annotated[
+        int, Field(ge=1, description="the record's version in its stream"), at_most(INT64_MAX)
+    ]
     type: TypeName
     ts_ns: Nanoseconds
     command_id: Identifier

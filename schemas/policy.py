@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
-from .base import Identifier, PositiveDecimal, Text, WireModel
+from .base import (
+    MAX_DURATION_MS,
+    Count,
+    Identifier,
+    Milliseconds,
+    PositiveDecimal,
+    Text,
+    WireModel,
+    at_most,
+    items_at_most,
+)
 from .canonical import document_hash
 
 MONEY_DECIMALS = 8
+MAX_INSTRUMENTS: Final = 1000
+MAX_BANDS: Final = 100
+MAX_OPEN_ORDERS: Final = 5000
+"""Open orders a policy may allow, and a venue snapshot may list."""
 
 
 def _decimals(text: str) -> int:
@@ -46,9 +60,6 @@ class InstrumentSpec(WireModel):
         return self
 
 
-Count = Annotated[int, Field(ge=0)]
-
-
 class Limits(WireModel):
     """Account-wide limits; money in the quote currency, as decimal strings."""
 
@@ -57,12 +68,11 @@ class Limits(WireModel):
     max_gross_exposure: PositiveDecimal
     max_orders_per_second: Count
     max_messages_per_second: Count
-    max_open_orders: Count
+    max_open_orders: Annotated[int, Field(ge=0), at_most(MAX_OPEN_ORDERS)]
 
 
 Bps = Annotated[int, Field(ge=0, le=10_000)]
 Score = Annotated[int, Field(ge=0, le=100)]
-Milliseconds = Annotated[int, Field(ge=0)]
 PhaseList = Annotated[list[Annotated[int, Field(ge=1, le=3)]], Field(max_length=3)]
 Level = Literal["DEFENSIVE", "HALTED"]
 
@@ -112,7 +122,11 @@ class VenueQualitySection(WireModel):
     """Rolling windows of ack latency and slippage per venue, and their thresholds."""
 
     window: Annotated[int, Field(ge=1, le=10_000, description="at most this many samples")]
-    window_ms: Annotated[int, Field(ge=1, description="samples older than this (command time) no longer count")]
+    window_ms: Annotated[
+        int,
+        Field(ge=1, description="samples older than this (command time) no longer count"),
+        at_most(MAX_DURATION_MS, " (366 days)"),
+    ]
     degraded_slippage_bps: Count
     halted_slippage_bps: Count
     degraded_latency_ms: Milliseconds
@@ -152,7 +166,7 @@ class AllocationSection(WireModel):
     """Equity bands (ascending) and regime rules; equity starts at `initial_equity`."""
 
     initial_equity: PositiveDecimal
-    bands: Annotated[list[Band], Field(min_length=1)]
+    bands: Annotated[list[Band], Field(min_length=1), items_at_most(MAX_BANDS)]
     regimes: Regimes
 
     @model_validator(mode="after")
@@ -183,7 +197,8 @@ class BudgetSection(WireModel):
     drawdown_breaker: Level = "DEFENSIVE"
 
 
-SECTIONS = ("truth", "breaker", "venue_quality", "allocation", "tail_risk", "budget")
+SECTIONS = ("truth", "breaker", "venue_quality", "allocation", "tail_risk", "budget", "rules_version")
+"""Optional parts that are left out of the canonical JSON when absent, so older policies keep their hash."""
 
 
 class PolicyDocument(WireModel):
@@ -197,7 +212,7 @@ class PolicyDocument(WireModel):
     policy_id: Identifier
     description: Text = ""
     quote_currency: Identifier = "USDT"
-    instruments: Annotated[list[InstrumentSpec], Field(min_length=1)]
+    instruments: Annotated[list[InstrumentSpec], Field(min_length=1), items_at_most(MAX_INSTRUMENTS)]
     limits: Limits
     truth: TruthSection | None = None
     breaker: BreakerSection | None = None
@@ -205,6 +220,14 @@ class PolicyDocument(WireModel):
     allocation: AllocationSection | None = None
     tail_risk: TailRiskSection | None = None
     budget: BudgetSection | None = None
+    rules_version: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=2,
+            description="the decider rules this policy is decided under (docs/decisions.md); absent = 1",
+        ),
+    ] = None
 
     @model_serializer(mode="wrap")
     def _without_absent_sections(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from commands import envelope as envelopes
 from domain import commands as dc
 from domain import decider, reasons
 from domain.events import EVENT_TYPES, Event, OrderRejected
@@ -1016,7 +1017,6 @@ def test_command_record_names_its_reason_only_when_rejected() -> None:
 
 
 def test_the_ledger_writer_produces_valid_envelopes_and_command_records() -> None:
-    envelopes = pytest.importorskip("commands.envelope")
     account = Account()
     wire = account.activate()
     command = COMMANDS.validate_python(wire)
@@ -1309,3 +1309,61 @@ def test_other_commands_refuse_unknown_fields_and_string_integers() -> None:
     for phase_id in (0, 4, "1", True):
         with pytest.raises(ValidationError):
             COMMANDS.validate_python({**flatten, "phase_id": phase_id})
+
+
+# --- (5) bounds of new input, and recorded commands (docs/schemas.md, "Bounds") -----------------
+
+GOLDEN = ROOT / "tests" / "fixtures" / "golden"
+
+
+def recorded_commands(name: str, scratch: Path) -> dict[str, dict[str, Any]]:
+    """command_id -> the command as recorded, from a copy of a golden ledger."""
+    from infra.bootstrap import open_ledger
+
+    copy_path = scratch / f"{name}.db"
+    copy_path.write_bytes((GOLDEN / f"{name}.db").read_bytes())
+    ledger = open_ledger("sqlite:///" + str(copy_path), create=False)
+    try:
+        return {
+            str(record.envelope["command_id"]): record.envelope["data"]["command"]
+            for record in ledger.iter_all()
+            if record.type == COMMAND_RECORDED
+        }
+    finally:
+        ledger.close()
+
+
+def golden_names() -> list[str]:
+    manifest = json.loads((GOLDEN / "golden.json").read_text(encoding="utf-8"))
+    return sorted(manifest["ledgers"])
+
+
+@pytest.mark.parametrize("name", golden_names())
+def test_every_recorded_command_of_every_golden_ledger_re_validates_as_recorded(name: str, tmp_path: Path) -> None:
+    from schemas.commands import parse_recorded_command
+
+    commands = recorded_commands(name, tmp_path)
+    assert commands
+    for command_id, raw in commands.items():
+        assert parse_recorded_command(raw).command_id == command_id
+
+
+def test_the_bounds_refuse_what_the_poisoned_ledger_recorded_and_only_for_new_input(tmp_path: Path) -> None:
+    """poisoned-inputs-v0 holds what titan recorded before the bounds: as new input each of those
+    commands is refused at the field that broke a bound; re-validated as recorded, it passes."""
+    from schemas.commands import parse_recorded_command
+
+    refused: dict[str, list[tuple[str, str]]] = {}
+    for command_id, raw in recorded_commands("poisoned-inputs-v0", tmp_path).items():
+        parse_recorded_command(raw)
+        try:
+            COMMANDS.validate_python(raw)
+        except ValidationError as error:
+            refused[command_id] = [(".".join(str(p) for p in e["loc"][1:]), e["type"]) for e in error.errors()]
+    assert refused == {
+        "poison-09": [("quantity", "wire_bound")],  # 998 digits after the point
+        "poison-10": [("quantity", "wire_bound")],  # 1,000 digits before it
+        "poison-16": [("reason", "wire_bound")],  # a NUL
+        "poison-17": [("reason", "wire_bound")],  # a tab
+        "poison-20": [("fee", "wire_bound")],  # 10^11 USDT
+    }
