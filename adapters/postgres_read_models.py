@@ -9,24 +9,21 @@ back to polling when no notification comes or the listening connection is lost.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Any, Final
 
 import asyncpg
-import orjson
 
+from adapters.redact import redact
 from projections.model import (
-    ColumnType,
     Digest,
     Key,
     NetRow,
     Projection,
     Table,
     canonical_row,
-    decimal_text,
-    json_text,
     net_changes,
 )
 from projections.store import (
@@ -39,6 +36,18 @@ from projections.store import (
     TrackingMoved,
     staging_name,
 )
+from projections.values import (
+    ColumnType,
+    decimal_text,
+    fits_int64,
+    int_text,
+    json_loads,
+    json_text,
+    parse_int,
+    storable_json,
+    storable_json_text,
+    storable_text,
+)
 
 CHANNEL: Final = "titan_ledger"
 MIGRATIONS_HINT: Final = "run `titan db upgrade` (it applies infra/migrations/postgres/*.sql)"
@@ -46,15 +55,11 @@ MIGRATIONS_HINT: Final = "run `titan db upgrade` (it applies infra/migrations/po
 SQL_TYPES: Final[dict[ColumnType, str]] = {
     "text": "text",
     "integer": "bigint",
+    "big_integer": "numeric",
     "boolean": "boolean",
     "decimal": "numeric",
     "json": "jsonb",
 }
-
-
-def redact(url: str) -> str:
-    """A database URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def _to_sql(type_: ColumnType, value: Any) -> Any:
@@ -67,10 +72,14 @@ def _to_sql(type_: ColumnType, value: Any) -> Any:
     if type_ == "integer":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{value!r} is not an integer")
+        if not fits_int64(value):
+            raise ValueError(f"{int_text(value)[:40]}… does not fit a 64-bit integer column (declare it big_integer)")
         return value
+    if type_ == "big_integer":
+        return Decimal(parse_int(value))
     if type_ == "json":
-        return value
-    return str(value)
+        return storable_json(value)
+    return storable_text(str(value))
 
 
 _ARRAY_TYPES: Final[dict[ColumnType, str]] = {**SQL_TYPES, "json": "text"}
@@ -78,7 +87,7 @@ _ARRAY_TYPES: Final[dict[ColumnType, str]] = {**SQL_TYPES, "json": "text"}
 
 def _to_array_item(type_: ColumnType, value: Any) -> Any:
     if type_ == "json" and value is not None:
-        return json_text(value)
+        return storable_json_text(value)
     return _to_sql(type_, value)
 
 
@@ -102,7 +111,7 @@ def staging_ddl(table: Table) -> str:
 
 async def _init_connection(connection: asyncpg.Connection) -> None:
     await connection.set_type_codec(
-        "jsonb", encoder=json_text, decoder=orjson.loads, schema="pg_catalog", format="text"
+        "jsonb", encoder=json_text, decoder=json_loads, schema="pg_catalog", format="text"
     )
 
 

@@ -17,15 +17,12 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 from projections.model import (
-    ColumnType,
     Digest,
     Key,
     NetRow,
     Projection,
     Table,
     canonical_row,
-    decimal_text,
-    json_text,
     net_changes,
 )
 from projections.store import (
@@ -37,12 +34,22 @@ from projections.store import (
     TrackingMoved,
     staging_name,
 )
+from projections.values import (
+    ColumnType,
+    decimal_text,
+    fits_int64,
+    int_text,
+    parse_int,
+    storable_json_text,
+    storable_text,
+)
 
 MEMORY: Final = ":memory:"
 
 _SQL_TYPES: Final[dict[ColumnType, str]] = {
     "text": "TEXT",
     "integer": "INTEGER",
+    "big_integer": "TEXT",
     "boolean": "INTEGER",
     "decimal": "TEXT",
     "json": "TEXT",
@@ -82,14 +89,20 @@ def _to_sql(type_: ColumnType, value: Any) -> Any:
     if type_ == "decimal":
         return decimal_text(value)
     if type_ == "json":
-        return json_text(value)
+        return storable_json_text(value)
     if type_ == "boolean":
         return 1 if value else 0
     if type_ == "integer":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{value!r} is not an integer")
+        if not fits_int64(value):
+            raise ValueError(f"{int_text(value)[:40]}… does not fit a 64-bit integer column (declare it big_integer)")
         return value
-    return str(value)
+    if type_ == "big_integer":
+        # decimal digits in a TEXT column: exact at any size (an INTEGER column would turn a value
+        # beyond 64 bits into a REAL)
+        return int_text(parse_int(value))
+    return storable_text(str(value))
 
 
 class SQLiteReadModelStore(ReadModelStore):
@@ -204,6 +217,8 @@ class SQLiteReadModelStore(ReadModelStore):
         for key, net in rows.items():
             if net.kind != "patch":
                 continue
+            if any(types[name] == "big_integer" for name in net.add):
+                net = self._added_here(table, target, key, net)
             shape = (tuple(net.row), tuple(net.add))
             params = [_to_sql(types[name], net.row[name]) for name in shape[0]]
             params.extend(net.add[name] for name in shape[1])
@@ -214,6 +229,20 @@ class SQLiteReadModelStore(ReadModelStore):
             if not assignments:
                 continue
             self._db.executemany(f"UPDATE {target} SET {', '.join(assignments)} WHERE {key_where}", params_list)
+
+    def _added_here(self, table: Table, target: str, key: Key, net: NetRow) -> NetRow:
+        """A patch whose adds are done here, exactly, and set: SQLite's own arithmetic on a
+        big_integer's TEXT digits would go through a 64-bit integer or a REAL."""
+        names = list(net.add)
+        key_where = " AND ".join(f"{name} = ?" for name in table.key)
+        params = [_to_sql(table.by_name[name].type, value) for name, value in zip(table.key, key, strict=True)]
+        found = self._db.execute(f"SELECT {', '.join(names)} FROM {target} WHERE {key_where}", params).fetchone()
+        if found is None:
+            return NetRow("patch", {}, {})  # the row does not exist: a patch of it does nothing
+        row = dict(net.row)
+        for name, current in zip(names, found, strict=True):
+            row[name] = (0 if current is None else parse_int(current)) + net.add[name]
+        return NetRow("patch", row, {})
 
     # --- rebuild --------------------------------------------------------------------------------
 

@@ -1,9 +1,31 @@
-"""Plain-JSON views of an account's state, for `titan state` and the console."""
+"""Plain-JSON views of an account's state, for `titan state` and the console.
+
+Numbers are decimal strings, counts and times integers. An integer beyond 64 bits (a drawdown in
+basis points after a fill with an absurd fee, which earlier titan versions recorded) is given as
+its decimal digits instead, so every JSON encoder prints the view exactly.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from decimal import Decimal
+from typing import Any, Final
+
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
+
+def json_safe(value: Any) -> Any:
+    """The value with every integer beyond 64 bits as its decimal digits (exact, any size)."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if INT64_MIN <= value <= INT64_MAX else format(Decimal(value), "f")
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def state_view(core: Any, state: Any) -> dict[str, Any]:
@@ -46,7 +68,7 @@ def state_view(core: Any, state: Any) -> dict[str, Any]:
             }
         )
     policy = state.policy
-    return {
+    view = {
         "account_id": state.account_id,
         "mode": state.mode,
         "policy_id": policy.policy_id if policy is not None else None,
@@ -56,6 +78,7 @@ def state_view(core: Any, state: Any) -> dict[str, Any]:
         "open_orders": orders,
         **brain_view(core, state),
     }
+    return dict(json_safe(view))
 
 
 def brain_view(core: Any, state: Any) -> dict[str, Any]:
@@ -77,7 +100,7 @@ def brain_view(core: Any, state: Any) -> dict[str, Any]:
             "samples": samples,
         }
     active = brain_mod.triggers(brain, risk) if risk is not None else []
-    return {
+    view = {
         "breaker": {
             "state": brain.breaker,
             "since_ts_ns": brain.breaker_since_ns,
@@ -97,6 +120,7 @@ def brain_view(core: Any, state: Any) -> dict[str, Any]:
         if risk is not None and risk.allocation is not None
         else None,
     }
+    return dict(json_safe(view))
 
 
 BREAKER_TRANSITIONED = "breaker.transitioned.v1"
@@ -110,4 +134,4 @@ def breaker_history(records: Iterable[Any]) -> list[dict[str, Any]]:
             continue
         envelope = record.envelope
         history.append({**envelope["data"], "ts_ns": envelope["ts_ns"], "actor": envelope["actor"], "position": record.position})
-    return history
+    return list(json_safe(history))

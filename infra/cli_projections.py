@@ -21,6 +21,7 @@ from projections.store import ReadModelStore, SchemaMismatch, StoreError
 from .bootstrap import UnsupportedLedgerURL
 from .cli_common import (
     EXIT_BAD_INPUT,
+    EXIT_CHECK_FAILED,
     EXIT_OK,
     EXIT_UNREACHABLE,
     JsonOpt,
@@ -86,6 +87,9 @@ def _run(ledger_url: str | None, store_url: str | None, work: Callable[[Ledger, 
         fail(str(exc), EXIT_UNREACHABLE)
     except LedgerError as exc:
         fail(str(exc), EXIT_UNREACHABLE)
+    except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+        # A record a fold or a store cannot take: a bug of the read side, never a traceback.
+        fail(f"a read model cannot take a record of this ledger ({type(exc).__name__}: {str(exc)[:300]}); nothing of the failing batch was applied", EXIT_CHECK_FAILED)
     finally:
         ledger.close()
 

@@ -45,9 +45,26 @@ async def compare_digests(
             f"{name} (at position {models[name]['position']})" for name in differing
         )
     else:
-        positions = sorted({model["position"] for model in models.values()})
-        message = f"{len(models)} read models rebuilt, digests equal (at position {', '.join(map(str, positions))})"
+        message = _equal_message(models, ledger.head()[0])
     return {"ok": not differing, "models": models, "message": message}
+
+
+def _equal_message(models: dict[str, dict[str, Any]], head: int) -> str:
+    """Say what was compared: a model never run here (live position 0) had nothing to compare."""
+    compared = {name: model for name, model in models.items() if model["position"] > 0 or head == 0}
+    never_run = sorted(set(models) - set(compared))
+    parts = []
+    if compared:
+        positions = sorted({model["position"] for model in compared.values()})
+        parts.append(
+            f"{len(compared)} read models rebuilt, digests equal (at position {', '.join(map(str, positions))})"
+        )
+    if never_run:
+        parts.append(
+            f"{len(never_run)} read models were never run on this ledger, so nothing was compared for them "
+            "(`titan projections run` builds them)"
+        )
+    return "; ".join(parts)
 
 
 async def model_rows(

@@ -11,14 +11,15 @@ PnL" for that day, and equals the `closed_day_pnl` its roll recorded.
 A fill on a day that was never rolled (no `budget` section in the policy then, or before the
 first roll) has no row to add to and is not counted: the core keeps no budget day for it either.
 
-Running totals are integer columns in money units (1e-8 of the quote currency, exact; a Patch
-can only add integers): `pnl_money / 1e8` is the decimal PnL.
+Running totals are `big_integer` columns in money units (1e-8 of the quote currency, exact at
+any size: a fee of 10^11 USDT is 10^19 units, past 64 bits; a Patch adds integers only):
+`pnl_money / 1e8` is the decimal PnL.
 """
 
 from __future__ import annotations
 
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from typing import Any, Final
 
 from commands.ports import Record
@@ -38,14 +39,14 @@ BUDGET: Final = Table(
         Column("account_id", "text"),
         Column("day", "integer", doc="days since 1970-01-01, UTC"),
         Column("date", "text", doc="the day as YYYY-MM-DD"),
-        Column("pnl_money", "integer", default=0, doc="realized PnL net of fees, 1e-8 units"),
+        Column("pnl_money", "big_integer", default=0, doc="realized PnL net of fees, 1e-8 units"),
         Column(
             "realized_pnl_money",
-            "integer",
+            "big_integer",
             default=0,
             doc="realized PnL, fees excluded, 1e-8 units",
         ),
-        Column("fees_money", "integer", default=0, doc="fees paid, 1e-8 units"),
+        Column("fees_money", "big_integer", default=0, doc="fees paid, 1e-8 units"),
         Column("fills", "integer", default=0, doc="fills counted"),
         Column("opened_ts_ns", "integer", doc="command time of the roll that opened the day"),
         Column("opened_position", "integer", doc="ledger position of that roll"),
@@ -61,8 +62,10 @@ BUDGET: Final = Table(
 
 
 def money_units(text: str) -> int:
-    """A money decimal string in exact 1e-8 units ("-1.5" -> -150000000)."""
-    scaled = Decimal(text).scaleb(MONEY_DECIMALS)
+    """A money decimal string in exact 1e-8 units ("-1.5" -> -150000000), however many digits."""
+    # A context as precise as the text: the default (28 digits) would round a long amount.
+    exact = Context(prec=len(text) + MONEY_DECIMALS + 1, Emax=MAX_EMAX, Emin=MIN_EMIN)
+    scaled = Decimal(text).scaleb(MONEY_DECIMALS, context=exact)
     units = int(scaled)
     if units != scaled:
         raise ValueError(f"{text!r} has more than {MONEY_DECIMALS} decimals")

@@ -7,22 +7,37 @@ Nothing here does I/O. A store (`projections.store.ReadModelStore`) applies the 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import orjson
 
 from commands.envelope import COMMAND_RECORDED
 from commands.ports import Record
 
-ColumnType = Literal["text", "integer", "boolean", "decimal", "json"]
-"""Column types every store supports. `decimal` is an exact decimal number (TEXT in SQLite,
-NUMERIC in PostgreSQL); `json` a JSON value (TEXT in SQLite, jsonb in PostgreSQL)."""
+from .values import (
+    COLUMN_TYPES,
+    MAX_DECIMAL_EXPONENT,
+    ColumnType,
+    canonical_value,
+    decimal_text,
+    json_bytes,
+    json_text,
+)
 
-COLUMN_TYPES: Final[tuple[ColumnType, ...]] = ("text", "integer", "boolean", "decimal", "json")
+__all__ = [
+    "COLUMN_TYPES",
+    "MAX_DECIMAL_EXPONENT",
+    "ColumnType",
+    "canonical_row",
+    "canonical_value",
+    "decimal_text",
+    "json_text",
+]
+
+ADDABLE: Final[frozenset[ColumnType]] = frozenset({"integer", "big_integer"})
+"""Column types a Patch may `add` to."""
 
 Key = tuple[Any, ...]
 
@@ -96,7 +111,7 @@ class Put:
 @dataclass(frozen=True, slots=True)
 class Patch:
     """Change some columns of the row with this key, if it exists (else nothing): `set` assigns,
-    then `add` adds to integer columns."""
+    then `add` adds to integer (or big_integer) columns."""
 
     table: str
     key: Key
@@ -226,8 +241,8 @@ def net_changes(
             _check_columns(table, change.set)
             _check_columns(table, change.add)
             for name in change.add:
-                if table.by_name[name].type != "integer":
-                    raise ValueError(f"{table.name}.{name}: `add` needs an integer column")
+                if table.by_name[name].type not in ADDABLE:
+                    raise ValueError(f"{table.name}.{name}: `add` needs an integer column (integer or big_integer)")
                 if name in table.key or name in change.set:
                     raise ValueError(f"{table.name}.{name}: cannot both set and add, or add to a key")
             for name in change.set:
@@ -295,50 +310,7 @@ def _check_key(table: Table, key: Key) -> Key:
     return tuple(key)
 
 
-# --- canonical values and digests ---------------------------------------------------------------
-
-
-MAX_DECIMAL_EXPONENT: Final = 1000
-"""Decimals are money, prices and quantities: far inside 10^±1000 (a bound that keeps a malformed
-value from expanding into gigabytes of digits)."""
-
-
-_PLAIN_DECIMAL: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
-
-
-def decimal_text(value: Any) -> str:
-    """The canonical text of a decimal: plain notation, scale kept, no sign on zero."""
-    if (
-        isinstance(value, str)
-        and len(value) <= MAX_DECIMAL_EXPONENT
-        and _PLAIN_DECIMAL.fullmatch(value)
-        and not (value[0] == "-" and value.strip("-0.") == "")
-    ):
-        return value  # already canonical: the common case, without a Decimal round trip
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value))
-    except InvalidOperation:
-        raise ValueError(f"{value!r} is not a decimal number") from None
-    if not number.is_finite() or abs(number.adjusted()) > MAX_DECIMAL_EXPONENT:
-        raise ValueError(f"{value!r} is not a finite decimal number of a sane size")
-    if number.is_zero():
-        number = number.copy_abs()
-    return format(number, "f")
-
-
-def canonical_value(type_: ColumnType, value: Any) -> Any:
-    """A stored value as plain JSON, the same whichever store held it."""
-    if value is None:
-        return None
-    if type_ == "decimal":
-        return decimal_text(value)
-    if type_ == "boolean":
-        return bool(value)
-    if type_ == "integer":
-        return int(value)
-    if type_ == "json":
-        return orjson.loads(value) if isinstance(value, (str, bytes)) else value
-    return str(value)
+# --- digests -------------------------------------------------------------------------------------
 
 
 def canonical_row(table: Table, values: Sequence[Any]) -> dict[str, Any]:
@@ -347,11 +319,6 @@ def canonical_row(table: Table, values: Sequence[Any]) -> dict[str, Any]:
         column.name: canonical_value(column.type, value)
         for column, value in zip(table.columns, values, strict=True)
     }
-
-
-def json_text(value: Any) -> str:
-    """Canonical JSON text of a JSON column's value."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
 class Digest:
@@ -383,7 +350,7 @@ class Digest:
         """Add the next row of the current table (rows must come in key order)."""
         if self._rows:
             self._sha.update(b",")
-        self._sha.update(orjson.dumps(row, option=orjson.OPT_SORT_KEYS))
+        self._sha.update(json_bytes(row))
         self._rows += 1
         self.row_count += 1
 

@@ -24,7 +24,7 @@ TRUTH: Final = Table(
         Column("components", "json", doc="[{component, value, score, weight}, ...]"),
         Column("equity", "decimal", doc="the equity the venue reported"),
         Column("venue_ts_ns", "integer", doc="the venue's time of the snapshot"),
-        Column("latency_ms", "integer"),
+        Column("latency_ms", "big_integer", doc="as the venue reported it (no upper bound on the wire)"),
         Column("drifts", "json", doc="symbol -> 'ours vs venue's', where they disagree"),
         Column("orphan_order_ids", "json"),
         Column("missing_order_ids", "json"),

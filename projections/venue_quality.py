@@ -23,7 +23,11 @@ VENUE_QUALITY: Final = Table(
         Column("venue", "text"),
         Column("status", "text", doc="OK, DEGRADED or HALTED"),
         Column("from_status", "text", doc="the status before the last transition"),
-        Column("mean_slippage_bps", "integer", doc="the window's mean at the last transition"),
+        Column(
+            "mean_slippage_bps",
+            "big_integer",
+            doc="the window's mean at the last transition (a fill price has no upper bound)",
+        ),
         Column("mean_ack_latency_ms", "integer", doc="the window's mean at the last transition"),
         Column("samples", "integer", doc="samples in the window at the last transition"),
         Column("since_ts_ns", "integer", doc="command time of the last transition"),

@@ -14,8 +14,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
 from typing import Any, Final
 
 from commands.accounts import fold
@@ -30,6 +31,7 @@ ORDER_PREFIX: Final = "ord-"
 BPS: Final = Decimal(10_000)
 SLIPPAGE_QUANTUM: Final = Decimal("0.01")
 PRICE_QUANTUM: Final = Decimal("0.00000001")
+ORDINARY_DIGITS: Final = 14
 
 # Event types of the order flow itself; every other account event type sets context.
 ORDER_FLOW_TYPES: Final = frozenset(
@@ -73,16 +75,26 @@ def find_subject(ledger: Ledger, ident: str) -> Subject:
     )
 
 
+def exact_context(*texts: str) -> Context:
+    """A decimal context precise enough for sums, products and quotients of these numbers, so
+    that a value of any length (an earlier titan recorded a fee of 10^11 and 1,000-digit
+    quantities) is summed exactly and rounded only where a quantum says so."""
+    digits = max((len(text) for text in texts), default=0)
+    # Ordinary prices and amounts keep the default 28 digits (the traces earlier versions printed).
+    return Context(prec=28 if digits <= ORDINARY_DIGITS else 2 * digits + 40, Emax=MAX_EMAX, Emin=MIN_EMIN)
+
+
 def slippage_bps(side: str, fill_price: str, reference_price: str) -> str | None:
     """Fill price against the reference price, in basis points, positive when worse for us."""
     try:
-        fill, reference = Decimal(fill_price), Decimal(reference_price)
+        with localcontext(exact_context(fill_price, reference_price)):
+            fill, reference = Decimal(fill_price), Decimal(reference_price)
+            if reference <= 0:
+                return None
+            signed = (fill - reference) if side == "BUY" else (reference - fill)
+            return str((signed * BPS / reference).quantize(SLIPPAGE_QUANTUM))
     except ArithmeticError:
         return None
-    if reference <= 0:
-        return None
-    signed = (fill - reference) if side == "BUY" else (reference - fill)
-    return str((signed * BPS / reference).quantize(SLIPPAGE_QUANTUM))
 
 
 def _plain(value: Decimal) -> str:
@@ -218,6 +230,7 @@ def _lifecycle(
     position_after: dict[str, Any] | None = None
     notional = Decimal(0)
     quantity = Decimal(0)
+    context = exact_context(reference, str(command.get("quantity")))
     for item in ledger.iter_all(after, 2000):
         if item.stream_id != stream_id:
             continue
@@ -245,9 +258,11 @@ def _lifecycle(
             }
             fills.append(fill)
             position_after = data.get("position")
+            texts = [str(data.get(name)) for name in ("price", "quantity", "fee", "realized_pnl")]
+            context.prec = max(context.prec, exact_context(*texts, str(notional), str(quantity)).prec)
             try:
-                notional += Decimal(str(data.get("price"))) * Decimal(str(data.get("quantity")))
-                quantity += Decimal(str(data.get("quantity")))
+                notional = context.add(notional, context.multiply(Decimal(texts[0]), Decimal(texts[1])))
+                quantity = context.add(quantity, Decimal(texts[1]))
             except ArithmeticError:
                 pass
         elif item.type == "order.cancelled.v1":
@@ -256,15 +271,24 @@ def _lifecycle(
             status = "VENUE_REJECTED"
         if status in ("FILLED", "CANCELLED", "VENUE_REJECTED"):
             break
-    average = (notional / quantity) if quantity else None
-    return {
-        "status": status,
-        "events": events,
-        "fills": fills,
-        "filled_quantity": str(quantity) if fills else "0",
-        "average_fill_price": None if average is None else _plain(average.quantize(PRICE_QUANTUM)),
-        "average_slippage_bps": None if average is None else slippage_bps(side, str(average), reference),
-        "realized_pnl": str(sum((Decimal(str(f["realized_pnl"])) for f in fills), Decimal(0))) if fills else "0",
-        "fees": str(sum((Decimal(str(f["fee"])) for f in fills), Decimal(0))) if fills else "0",
-        "position_after": position_after,
-    }
+    with localcontext(context):
+        average = (notional / quantity) if quantity else None
+        return {
+            "status": status,
+            "events": events,
+            "fills": fills,
+            "filled_quantity": str(quantity) if fills else "0",
+            "average_fill_price": None if average is None else _plain(average.quantize(PRICE_QUANTUM)),
+            "average_slippage_bps": None if average is None else slippage_bps(side, str(average), reference),
+            "realized_pnl": _total(f["realized_pnl"] for f in fills) if fills else "0",
+            "fees": _total(f["fee"] for f in fills) if fills else "0",
+            "position_after": position_after,
+        }
+
+
+def _total(values: Iterable[Any]) -> str:
+    """The exact sum of decimal strings (in the current context), or "?" if one is not a number."""
+    try:
+        return str(sum((Decimal(str(value)) for value in values), Decimal(0)))
+    except ArithmeticError:
+        return "?"

@@ -10,12 +10,22 @@
 - `rm_<model>.parquet`: one file per read model the projections package exposes (see
   replay/projections_hook.py), named as its table in the read-model store.
 - `manifest.json`: row counts and SHA-256 of every file, the ledger head (position, hash, record
-  count) the export stops at, the schema versions, titan's version.
+  count) the export stops at, the schema versions, titan's version, and how values that no
+  Parquet type holds exactly are written (`encodings`, per file and column).
+
+Every value is exported exactly, whatever an earlier titan version let into the ledger: JSON
+(`data`, `command`) is the record's canonical JSON text, so a 1,000-digit quantity or a U+0000
+(as the escape `\u0000`) is there as recorded; read-model decimals are exact decimal text and
+`big_integer` columns (money totals, which may pass 64 bits) are decimal digits. An integer
+envelope field outside 64 bits (no titan version writes one) is null in its column and kept,
+as digits, in the manifest's `out_of_range` list.
 
 The hash chain is verified while exporting; a ledger whose chain is broken is not exported (exit
 1, see `titan ledger verify`). Files are written into a scratch directory beside DIR and moved
-into place at the end, so DIR never holds half an export. Writing streams in batches: memory
-stays flat as the ledger grows.
+into place at the end, so DIR never holds half an export. DIR may be a symbolic link: the export
+goes into the directory it names. Writing streams in batches: memory stays flat as the ledger
+grows. A read model that cannot be read is left out with a note saying why; the ledger's own
+tables are always exported.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from commands.envelope import COMMAND_RECORDED
 from commands.ports import Ledger, Record
-from schemas.canonical import canonical_bytes
+from projections.values import int_text, json_text
 
 from .chain import CorruptRecord
 from .golden import file_sha256
@@ -101,6 +111,16 @@ class ExportError(ValueError):
     """The export cannot be written where it was asked (exit 2)."""
 
 
+JSON_TEXT: Final = "canonical JSON text, exactly as recorded (decimals as strings of any length, U+0000 as \\u0000)"
+DECIMAL_TEXT: Final = "exact decimal as text, plain notation, any number of digits"
+INTEGER_TEXT: Final = "exact integer as decimal digits, any size (may pass 64 bits: CAST to HUGEINT or DECIMAL)"
+READ_MODEL_TEXT: Final = "text; U+0000 in the ledger's record is U+FFFD here (records.data keeps the original)"
+
+RECORDS_ENCODINGS: Final = {"data": JSON_TEXT}
+COMMANDS_ENCODINGS: Final = {"command": JSON_TEXT}
+_MODEL_ENCODINGS: Final = {"decimal": DECIMAL_TEXT, "big_integer": INTEGER_TEXT, "json": "canonical JSON text", "text": READ_MODEL_TEXT}
+
+
 class ChainBroken(RuntimeError):
     """The ledger's hash chain does not verify: nothing was exported (exit 1)."""
 
@@ -127,16 +147,35 @@ class ExportResult:
         return self.rows / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
+def target_of(out: Path) -> Path:
+    """Where an export to `out` is written: the directory a symbolic link names, else `out`
+    itself (absolute); raise ExportError for a link loop."""
+    try:
+        return out.resolve() if out.is_symlink() else out.absolute()
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop (Python 3.11)
+        raise ExportError(f"--out {str(out)!r} is a symbolic link that cannot be followed ({error})") from None
+
+
 def check_out_dir(out: Path) -> None:
-    """DIR must not exist, or be an empty directory; raise ExportError otherwise."""
-    if out.exists():
-        if not out.is_dir():
-            raise ExportError(f"--out {str(out)!r} exists and is not a directory")
-        if any(out.iterdir()):
-            raise ExportError(
-                f"--out {str(out)!r} exists and is not empty: choose a new directory (an export "
-                "never overwrites or mixes with another)"
-            )
+    """DIR must not exist, or be an empty directory (a symbolic link to one is followed); raise
+    ExportError otherwise."""
+    target = target_of(out)
+    try:
+        if target.exists():
+            if not target.is_dir():
+                raise ExportError(f"--out {str(out)!r} exists and is not a directory")
+            if any(target.iterdir()):
+                raise ExportError(
+                    f"--out {str(out)!r} exists and is not empty: choose a new directory (an export "
+                    "never overwrites or mixes with another)"
+                )
+        elif target.parent.exists() and not target.parent.is_dir():
+            raise ExportError(f"--out {str(out)!r}: {str(target.parent)!r} is not a directory")
+    except OSError as error:
+        raise ExportError(f"--out {str(out)!r} cannot be used: {error.strerror or error}") from None
+
+
+_INT64: Final = (-(2**63), 2**63 - 1)
 
 
 def _text(value: Any) -> str | None:
@@ -144,12 +183,31 @@ def _text(value: Any) -> str | None:
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, int) and not isinstance(value, bool) and _INT64[0] <= value <= _INT64[1]:
+        return value
+    return None
 
 
 def _micros(ts_ns: Any) -> int | None:
     value = _int(ts_ns)
     return None if value is None else value // 1000
+
+
+def _json(value: Any) -> str:
+    return json_text(value)
+
+
+def out_of_range(record: Record) -> list[dict[str, Any]]:
+    """The integer envelope fields of a record that no int64 column holds, as exact digits."""
+    found = []
+    command = (record.envelope.get("data") or {}).get("command") if record.type == COMMAND_RECORDED else None
+    fields = [("records", name, record.envelope.get(name)) for name in ("ts_ns", "phase_id")]
+    if isinstance(command, dict):
+        fields.append(("commands", "issued_ts_ns", command.get("issued_ts_ns")))
+    for file, name, value in fields:
+        if isinstance(value, int) and not isinstance(value, bool) and _int(value) is None:
+            found.append({"file": file, "position": record.position, "column": name, "value": int_text(value)})
+    return found
 
 
 def record_row(record: Record) -> dict[str, Any]:
@@ -170,7 +228,7 @@ def record_row(record: Record) -> dict[str, Any]:
         "phase_id": _int(e.get("phase_id")),
         "actor": _text(e.get("actor")),
         "policy_hash": _text(e.get("policy_hash")),
-        "data": canonical_bytes(e.get("data")).decode("utf-8"),
+        "data": _json(e.get("data")),
         "prev_hash": _text(e.get("prev_hash")),
         "hash": _text(e.get("hash")),
     }
@@ -200,7 +258,7 @@ def command_row(record: Record) -> dict[str, Any]:
         "reason": _text(data.get("reason")),
         "event_ids": [str(i) for i in data.get("event_ids") or []],
         "event_types": [str(t) for t in data.get("event_types") or []],
-        "command": canonical_bytes(command).decode("utf-8"),
+        "command": _json(command),
         "hash": _text(e.get("hash")),
     }
 
@@ -241,13 +299,19 @@ def _schema_doc(schema: pa.Schema) -> dict[str, str]:
     return {f.name: str(f.type) for f in schema}
 
 
-_ARROW_TYPES: Final = {"text": pa.string(), "integer": pa.int64(), "boolean": pa.bool_(), "decimal": pa.string(), "json": pa.string()}
-"""Read-model column types as Parquet columns: decimals stay exact decimal strings, JSON values
-are canonical JSON text (query them with DuckDB's `->>`)."""
+_ARROW_TYPES: Final = {
+    "text": pa.string(),
+    "integer": pa.int64(),
+    "big_integer": pa.string(),
+    "boolean": pa.bool_(),
+    "decimal": pa.string(),
+    "json": pa.string(),
+}
+"""Read-model column types as Parquet columns: decimals stay exact decimal strings, integers of
+any size are decimal digits, JSON values are canonical JSON text (query them with DuckDB's `->>`)."""
 
 
-def declared_schema(name: str) -> pa.Schema | None:
-    """The Parquet schema of a read model from its declared table, when the read side declares it."""
+def _declared_table(name: str) -> Any:
     try:
         from projections import registry
     except ImportError:
@@ -255,8 +319,32 @@ def declared_schema(name: str) -> pa.Schema | None:
     for projection in getattr(registry, "PROJECTIONS", ()):
         for table in getattr(projection, "tables", ()):
             if str(table.name).removeprefix("rm_") == name:
-                return pa.schema([(c.name, _ARROW_TYPES.get(c.type, pa.string())) for c in table.columns])
+                return table
     return None
+
+
+def declared_schema(name: str) -> pa.Schema | None:
+    """The Parquet schema of a read model from its declared table, when the read side declares it."""
+    table = _declared_table(name)
+    if table is None:
+        return None
+    return pa.schema([(c.name, _ARROW_TYPES.get(c.type, pa.string())) for c in table.columns])
+
+
+def declared_encodings(name: str) -> dict[str, str]:
+    """How a read model's columns that no Parquet type holds exactly are written, by column."""
+    table = _declared_table(name)
+    if table is None:
+        return {}
+    return {c.name: _MODEL_ENCODINGS[c.type] for c in table.columns if c.type in _MODEL_ENCODINGS}
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json_text(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int_text(value)
+    return str(value)
 
 
 def _coerce(row: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
@@ -264,7 +352,9 @@ def _coerce(row: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
     for column in schema:
         value = row.get(column.name)
         if value is not None and pa.types.is_string(column.type) and not isinstance(value, str):
-            value = canonical_bytes(value).decode("utf-8") if isinstance(value, (dict, list)) else str(value)
+            value = _as_text(value)
+        elif isinstance(value, int) and pa.types.is_int64(column.type) and _int(value) is None:
+            raise ValueError(f"column {column.name}: {int_text(value)[:40]}… does not fit int64")
         coerced[column.name] = value
     return coerced
 
@@ -306,6 +396,42 @@ def _write_model(path: Path, name: str, rows: Iterable[dict[str, Any]]) -> tuple
     return 0, schema
 
 
+def _scratch_beside(target: Path, shown: Path) -> Path:
+    """A new scratch directory beside the export's target (creating the parent if needed)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    except OSError as error:
+        raise ExportError(f"--out {str(shown)!r}: cannot write beside {str(target.parent)!r} ({error.strerror or error})") from None
+
+
+def _export_models(ledger: Ledger, scratch: Path, files: dict[str, dict[str, Any]], notes: list[str]) -> None:
+    """Write every read model into the scratch directory; a read model that cannot be read or
+    written is left out, with a note saying why (the ledger's own tables never depend on it)."""
+    try:
+        models, why_not = read_model_rows(ledger)
+    except Exception as error:  # noqa: BLE001 - the records are exported whatever the read side does
+        notes.append(f"read models not exported: {type(error).__name__}: {error}")
+        return
+    if why_not:
+        notes.append(why_not)
+    for model, rows in sorted(models.items()):
+        # Read models keep their store's `rm_` prefix: apart from the ledger's own tables
+        # (the read side has a `commands` model too), and named as in the read-model store.
+        name = READ_MODEL_PREFIX + model.removeprefix(READ_MODEL_PREFIX)
+        path = scratch / f"{name}.parquet"
+        try:
+            count, schema = _write_model(path, model, rows)
+        except (ValueError, TypeError, pa.ArrowException) as error:
+            path.unlink(missing_ok=True)
+            notes.append(f"read model {name} not exported: {type(error).__name__}: {error}")
+            continue
+        files[name] = {"rows": count, "schema": _schema_doc(schema), "read_model": True}
+        encodings = declared_encodings(model)
+        if encodings:
+            files[name]["encodings"] = encodings
+
+
 def export_ledger(
     ledger: Ledger,
     out: Path,
@@ -315,19 +441,20 @@ def export_ledger(
     ledger_format: str | None = None,
     read_models: bool = True,
 ) -> ExportResult:
-    """Export a ledger to Parquet in `out` (which must not exist or be empty); `read_models=False`
-    leaves the read models out (the benchmark measures the ledger's own tables)."""
+    """Export a ledger to Parquet in `out` (which must not exist or be empty; a symbolic link to
+    such a directory is followed); `read_models=False` leaves the read models out (the benchmark
+    measures the ledger's own tables)."""
     check_out_dir(out)
+    target = target_of(out)
     began = time.perf_counter()
     anchor = ledger.head()
-    parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    scratch = _scratch_beside(target, out)
     try:
         records = _Sink(scratch / "records.parquet", RECORDS_SCHEMA)
         commands = _Sink(scratch / "commands.parquet", COMMANDS_SCHEMA)
         verifier = FlatChainVerifier(anchor)
         types: dict[str, int] = {}
+        overflow: list[dict[str, Any]] = []
         try:
             for record in ledger.iter_all(0, 5000):
                 if record.position > anchor[0]:
@@ -338,6 +465,7 @@ def export_ledger(
                 types[record.type] = types.get(record.type, 0) + 1
                 if record.type == COMMAND_RECORDED and record.stream_id.startswith(COMMAND_PREFIX):
                     commands.add(command_row(record))
+                overflow.extend(out_of_range(record))
                 if progress is not None and verifier.records_checked % 5000 == 0:
                     progress(verifier.records_checked)
         except CorruptRecord as error:
@@ -348,23 +476,16 @@ def export_ledger(
         if not chain.ok:
             raise ChainBroken(chain)
         files: dict[str, dict[str, Any]] = {
-            "records": {"rows": records.rows, "schema": _schema_doc(RECORDS_SCHEMA)},
-            "commands": {"rows": commands.rows, "schema": _schema_doc(COMMANDS_SCHEMA)},
+            "records": {"rows": records.rows, "schema": _schema_doc(RECORDS_SCHEMA), "encodings": dict(RECORDS_ENCODINGS)},
+            "commands": {"rows": commands.rows, "schema": _schema_doc(COMMANDS_SCHEMA), "encodings": dict(COMMANDS_ENCODINGS)},
         }
         notes: list[str] = []
-        models: dict[str, Iterable[dict[str, Any]]] = {}
         if read_models:
-            models, why_not = read_model_rows(ledger)
-            if why_not:
-                notes.append(why_not)
+            _export_models(ledger, scratch, files, notes)
         else:
             notes.append("read models left out on request")
-        for model, rows in sorted(models.items()):
-            # Read models keep their store's `rm_` prefix: apart from the ledger's own tables
-            # (the read side has a `commands` model too), and named as in the read-model store.
-            name = READ_MODEL_PREFIX + model.removeprefix(READ_MODEL_PREFIX)
-            count, schema = _write_model(scratch / f"{name}.parquet", model, rows)
-            files[name] = {"rows": count, "schema": _schema_doc(schema), "read_model": True}
+        if overflow:
+            notes.append(f"{len(overflow)} integer field(s) outside 64 bits are null in their column; exact digits in out_of_range")
         for name, entry in files.items():
             path = scratch / f"{name}.parquet"
             entry["file"] = path.name
@@ -384,12 +505,22 @@ def export_ledger(
             "compression": COMPRESSION,
             "files": files,
             "read_models": sorted(n for n, e in files.items() if e.get("read_model")),
+            "encodings": {
+                "json": JSON_TEXT,
+                "decimal": DECIMAL_TEXT,
+                "big_integer": INTEGER_TEXT,
+                "read_model_text": READ_MODEL_TEXT,
+            },
+            "out_of_range": overflow,
             "notes": notes,
         }
         (scratch / "manifest.json").write_bytes(_manifest_bytes(manifest))
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(scratch, out)
+        if target.exists():
+            target.rmdir()  # empty (checked above)
+        os.replace(scratch, target)
+    except OSError as error:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise ExportError(f"--out {str(out)!r}: the export could not be written ({error.strerror or error})") from None
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
