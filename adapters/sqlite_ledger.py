@@ -34,6 +34,10 @@ from schemas.canonical import GENESIS_HASH
 LEDGER_FORMAT: Final = "titan-ledger/1"
 MEMORY: Final = ":memory:"
 DEFAULT_LOCK_TIMEOUT_S: Final = 5
+FILE_MODE: Final = 0o600
+"""A new ledger file is readable by its owner only (SQLite gives its -wal and -shm the same mode)."""
+DIRECTORY_MODE: Final = 0o700
+"""…and so is a directory titan creates for it."""
 
 _ENVELOPE_COLUMNS: Final = (
     "event_id",
@@ -88,6 +92,11 @@ _WRITE_ANCHOR: Final = (
 class _DurableConnectionPool(SQLiteConnectionPool):
     """eventsourcing's pool, with every connection pinned to synchronous=FULL."""
 
+    def __init__(self, *, db_name: str, lock_timeout: int, read_only: bool) -> None:
+        super().__init__(db_name=db_name, lock_timeout=lock_timeout)
+        # A read-only connection cannot switch the file to WAL: never let eventsourcing try.
+        self.is_journal_mode_wal = read_only
+
     def _create_connection(self) -> SQLiteConnection:
         connection = super()._create_connection()
         # FULL is SQLite's compiled default; say so explicitly so that no build or PRAGMA
@@ -97,9 +106,11 @@ class _DurableConnectionPool(SQLiteConnectionPool):
 
 
 class _TitanDatastore(SQLiteDatastore):
-    def __init__(self, db_name: str, lock_timeout_s: int) -> None:
+    def __init__(self, db_name: str, lock_timeout_s: int, read_only: bool = False) -> None:
         super().__init__(db_name, lock_timeout=lock_timeout_s, originator_id_type="text")
-        self.pool = _DurableConnectionPool(db_name=db_name, lock_timeout=lock_timeout_s)
+        self.pool = _DurableConnectionPool(
+            db_name=db_name, lock_timeout=lock_timeout_s, read_only=read_only
+        )
 
 
 class TitanSQLiteRecorder(SQLiteApplicationRecorder):
@@ -191,11 +202,19 @@ def _fetch_anchor(c: SQLiteCursor) -> tuple[int, str, int]:
 
 
 class SQLiteLedger(Ledger):
-    """The embedded ledger: a SQLite file (or `":memory:"`) in eventsourcing's layout."""
+    """The embedded ledger: a SQLite file (or `":memory:"`) in eventsourcing's layout.
 
-    def __init__(self, path: str, *, lock_timeout_s: int = DEFAULT_LOCK_TIMEOUT_S) -> None:
+    `read_only=True` opens an existing, non-empty titan ledger through a read-only connection
+    (`mode=ro`): it never creates, changes or converts the file, works in a directory it may not
+    write, and refuses to append.
+    """
+
+    def __init__(
+        self, path: str, *, lock_timeout_s: int = DEFAULT_LOCK_TIMEOUT_S, read_only: bool = False
+    ) -> None:
         self.path = path
         self.lock_timeout_s = lock_timeout_s
+        self.read_only = read_only and path != MEMORY
         self._keepalive: sqlite3.Connection | None = None
         if path == MEMORY:
             # A private shared-cache database: every pooled connection sees it, no other ledger
@@ -203,12 +222,15 @@ class SQLiteLedger(Ledger):
             db_name = f"file:titan-{uuid.uuid4().hex}?mode=memory&cache=shared"
             self._keepalive = sqlite3.connect(db_name, uri=True, check_same_thread=False)
             create = True
+        elif self.read_only:
+            db_name = read_only_uri(path, Path(os.path.abspath(path)))
+            create = False
         else:
             db_name = os.path.abspath(path)
             create = _check_file(path, db_name)
         self._closed = False
         self._mapper = TitanMapper()
-        self._datastore = _TitanDatastore(db_name, lock_timeout_s)
+        self._datastore = _TitanDatastore(db_name, lock_timeout_s, self.read_only)
         self._recorder = TitanSQLiteRecorder(self._datastore)
         try:
             with self._errors("open"):
@@ -223,6 +245,8 @@ class SQLiteLedger(Ledger):
         """Append records atomically, sealing each into the hash chain; raise VersionConflict."""
         if not records:
             return []
+        if self.read_only:
+            raise LedgerError(f"cannot append to ledger {self.path}: it was opened read-only")
         for record in records:
             _check_new_record(record)
         try:
@@ -324,35 +348,98 @@ def _check_new_record(record: NewRecord) -> None:
 
 
 def _check_file(path: str, db_name: str) -> bool:
-    """Check that a path is empty or a titan ledger without changing it; True if new."""
+    """Check that a path is empty or a titan ledger without changing it; True if new.
+
+    A missing file is created here, empty and readable by its owner only (and its directory,
+    when titan creates that too), before SQLite opens it.
+    """
     file = Path(db_name)
     if file.is_dir():
         raise LedgerError(f"ledger path {path} is a directory; expected a SQLite file")
-    if not file.exists() or file.stat().st_size == 0:
+    if not file.exists():
         try:
-            file.parent.mkdir(parents=True, exist_ok=True)
+            create_private_file(file)
         except OSError as error:
-            raise LedgerError(f"cannot create ledger {path}: {error}") from error
+            raise LedgerError(f"cannot create ledger {path}: {error.strerror or error}") from error
+        return True
+    if file.stat().st_size == 0:
         return True
     # Read-only look first: eventsourcing would switch any SQLite file it opens to WAL, and a
     # file that is not ours must be left exactly as it was.
+    tables = _tables(path, f"{file.as_uri()}?mode=ro", "a titan ledger or a new, empty file")
+    if not tables:
+        return True
+    _check_titan_tables(path, tables)
+    return False
+
+
+def create_private_file(file: Path) -> None:
+    """Create a new, empty file readable by its owner only; missing directories get 0700."""
+    make_private_directory(file.parent)
+    descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    os.close(descriptor)
+
+
+def make_private_directory(directory: Path) -> None:
+    """Create a directory (and missing parents) readable by its owner only; keep one that exists."""
+    if directory.is_dir():
+        return
+    make_private_directory(directory.parent)
     try:
-        probe = sqlite3.connect(f"{file.as_uri()}?mode=ro", uri=True)
+        directory.mkdir(mode=DIRECTORY_MODE)
+    except FileExistsError:
+        if not directory.is_dir():
+            raise
+
+
+def read_only_uri(path: str, file: Path) -> str:
+    """The URI that opens an existing, non-empty ledger read-only; raise LedgerError otherwise.
+
+    SQLite reads a WAL file through its -shm index, which it must be able to create: in a
+    directory titan may not write, a ledger that no process has open (no -wal file) is opened
+    as immutable instead.
+    """
+    if file.is_dir():
+        raise LedgerError(f"ledger path {path} is a directory; expected a SQLite file")
+    if not file.exists():
+        raise LedgerError(f"no ledger at {path!r} (run `titan init` or pass --ledger)")
+    if file.stat().st_size == 0:
+        raise LedgerError(empty_file_message(path))
+    uri = f"{file.as_uri()}?mode=ro"
+    wal = Path(f"{file}-wal")
+    if not wal.exists() and not os.access(file.parent, os.W_OK):
+        uri += "&immutable=1"
+    _check_titan_tables(path, _tables(path, uri, "a titan ledger"))
+    return uri
+
+
+def empty_file_message(path: str) -> str:
+    """What titan says of a 0-byte file where a ledger should be."""
+    return (
+        f"{path} is not a titan ledger (empty file): a truncated ledger looks like this; "
+        "restore it from a copy, or remove the file to start a new ledger with `titan init`"
+    )
+
+
+def _tables(path: str, uri: str, expected: str) -> set[str]:
+    """The tables of a SQLite file, read through a read-only connection."""
+    try:
+        probe = sqlite3.connect(uri, uri=True)
     except sqlite3.Error as error:
         raise LedgerError(f"cannot open ledger {path}: {error}") from error
     try:
-        tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master")}
+        return {row[0] for row in probe.execute("SELECT name FROM sqlite_master")}
     except sqlite3.Error as error:
         if getattr(error, "sqlite_errorname", "") == "SQLITE_NOTADB":
             raise LedgerError(
-                f"ledger path {path} is not a SQLite database ({error}); "
-                "expected a titan ledger or a new, empty file"
+                f"ledger path {path} is not a SQLite database ({error}); expected {expected}"
             ) from error
         raise LedgerError(f"cannot open ledger {path}: {error}") from error
     finally:
         probe.close()
-    if not tables:
-        return True
+
+
+def _check_titan_tables(path: str, tables: set[str]) -> None:
     expected = {"titan_meta", "titan_chain_head", "stored_events"}
     if not expected <= tables:
         raise LedgerError(
@@ -360,7 +447,6 @@ def _check_file(path: str, db_name: str) -> bool:
             f"{sorted(tables)}, a titan ledger has {sorted(expected)} "
             f"and titan_meta format {LEDGER_FORMAT!r}"
         )
-    return False
 
 
 def _check_format(recorder: TitanSQLiteRecorder, path: str) -> None:
