@@ -76,6 +76,22 @@ SPECS: Final = (
         source="brain-breaker-walk.jsonl",
         note="a frozen copy of docs/examples/breaker-walk.jsonl: NORMAL -> DEFENSIVE -> HALTED, Resume refused, then accepted",
     ),
+    GoldenSpec(
+        "poisoned-inputs-v0",
+        "submit",
+        source="poisoned-inputs.jsonl",
+        note="what titan before the input bounds (issue 9) recorded: a 1,000-digit quantity (two orders), "
+        "NUL and control characters in a halt and a resume reason, a fee of 10^11 USDT on an accepted order, "
+        "every id at its longest and a 1,000-character multi-byte cancel reason",
+    ),
+    GoldenSpec(
+        "day-roll-collar",
+        "submit",
+        source="day-roll-collar.jsonl",
+        note="a session across 00:00 UTC (a command at the day's last nanosecond, the next at midnight: "
+        "budget.day_rolled with the day's loss) and orders priced exactly at the 150 bps collar (accepted) "
+        "and one tick beyond it (PRICE_COLLAR), on both sides and two tick sizes",
+    ),
 )
 """Every golden ledger, oldest first. Add new ones at the end; never remove or redefine one."""
 

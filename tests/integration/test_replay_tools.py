@@ -7,11 +7,13 @@ import shutil
 import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
+from importlib.metadata import requires
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from packaging.requirements import Requirement
 
 from commands.envelope import command_stream
 from commands.ports import Ledger
@@ -338,4 +340,19 @@ def test_audit_sql_reports_bad_queries_and_bad_exports(tmp_path: Path) -> None:
         ledger.close()
     with pytest.raises(AuditInputError, match="the query failed"):
         query_export("SELECT nope FROM records", tmp_path / "ok")
-    assert isinstance(duckdb.__version__, str)
+    # The DuckDB installed is one titan declares (pyproject), and it knows every setting the
+    # audit's lockdown sets: on a DuckDB without one, `audit sql` could not lock itself down.
+    declared = [Requirement(r) for r in requires("titan") or [] if Requirement(r).name == "duckdb"]
+    assert len(declared) == 1, declared
+    assert declared[0].specifier.contains(duckdb.__version__), (str(declared[0]), duckdb.__version__)
+    with duckdb.connect() as connection:
+        known = {name for (name,) in connection.execute("SELECT name FROM duckdb_settings()").fetchall()}
+    lockdown = {
+        "enable_external_access",
+        "allowed_paths",
+        "autoinstall_known_extensions",
+        "autoload_known_extensions",
+        "allow_community_extensions",
+        "lock_configuration",
+    }
+    assert lockdown <= known, sorted(lockdown - known)

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.local_lease import LocalLeaseStore
 from adapters.sqlite_ledger import SQLiteLedger
-from commands.handlers import Outcome
+from commands.handlers import HANDLERS, Bus, Context, Outcome
 from commands.lease import LeaseRefused, StreamLease
 from commands.ports import LedgerError, NewRecord, Record
 from commands.writer import (
@@ -82,6 +82,21 @@ class _FlakyLease:
         await self.inner.release()
 
 
+def decision(outcome: Outcome) -> tuple[str, str, str | None, list[str]]:
+    """What an answer says was decided: command id, outcome, reason and event types."""
+    return (outcome.command_id, outcome.outcome, outcome.reason, [e["type"] for e in outcome.events])
+
+
+def sequential_decisions(core: Core, commands: list[Any]) -> list[tuple[str, str, str | None, list[str]]]:
+    """What the one-at-a-time handler decides for these commands, on a fresh ledger."""
+    ledger = SQLiteLedger(":memory:")
+    try:
+        bus = Bus(Context(ledger, core), HANDLERS)
+        return [decision(bus.handle(command)) for command in commands]
+    finally:
+        ledger.close()
+
+
 def test_a_failed_append_fails_its_batch_only_and_the_writer_reloads(ledger: SQLiteLedger, core: Core) -> None:
     store = Flaky(LocalLeaseStore(ledger))
     batch, after = orders("acct", 5), orders("acct", 5, 5)
@@ -98,10 +113,19 @@ def test_a_failed_append_fails_its_batch_only_and_the_writer_reloads(ledger: SQL
 
     failed, fine = asyncio.run(scenario())
     assert all(isinstance(r, LedgerError) and "injected" in str(r) for r in failed)
-    assert all(isinstance(r, Outcome) for r in fine)
+    assert all(isinstance(r, Outcome) for r in fine), fine
     assert store.acquired == 2  # the lease was taken again after the failure
     recorded = {r.envelope["command_id"] for r in ledger.read_all(0, 1000)}
     assert not recorded & {c.command_id for c in batch}
+    # The reloaded writer decides the next batch as if the failed one had never been sent,
+    # and each answer is the command record at the position it names.
+    assert [decision(r) for r in fine] == sequential_decisions(core, [activation("acct"), *after])[1:]
+    records = {r.position: r for r in ledger.read_all(0, 1000)}
+    for outcome in fine:
+        record = records[outcome.position]
+        assert (record.type, record.envelope["command_id"]) == ("command.recorded.v1", outcome.command_id)
+        assert (record.envelope["data"]["outcome"], record.envelope["data"]["reason"]) == (outcome.outcome, outcome.reason)
+        assert record.envelope["data"]["event_ids"] == [e["event_id"] for e in outcome.events]
 
 
 def test_a_writer_that_cannot_get_its_lease_back_stops_and_says_why(ledger: SQLiteLedger, core: Core) -> None:
