@@ -105,7 +105,7 @@ class LocalLeaseStore:
     def _lock_file(self, stream_id: str, holder: str) -> int:
         path = f"{self.lock_path}.lease-{_lease_file_key(stream_id)}"
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as error:
             raise LedgerError(f"cannot open the lease file {path}: {error.strerror}") from error
         try:

@@ -20,7 +20,6 @@ import hashlib
 import re
 from collections.abc import Coroutine, Sequence
 from typing import Any, Final, TypeAlias, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -40,6 +39,8 @@ from commands.ports import (
     VersionConflict,
 )
 from replay.chain import seal
+
+from .redact import redact
 
 T = TypeVar("T")
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
@@ -140,23 +141,14 @@ _UNREACHABLE_ERRORS: Final = (
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
-    asyncpg.InvalidAuthorizationSpecificationError,
 )
+# An unknown role or a refused password (28000, 28P01) is not an unreachable server: it is a
+# configuration the user must fix, reported as such (exit 2, not 3).
 
 
 def lease_key(stream_id: str) -> int:
     """The advisory-lock key of a stream's writer lease: 31 bits of SHA-256 of the stream id."""
     return int.from_bytes(hashlib.sha256(stream_id.encode("utf-8")).digest()[:4], "big") & 0x7FFFFFFF
-
-
-def redact(url: str) -> str:
-    """The URL with its password replaced by `***` (for messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = (parts.username or "") + ":***"
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
 
 
 def is_unreachable(error: BaseException, connection: Connection | None = None) -> bool:

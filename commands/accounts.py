@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .ports import Ledger, Record
+from .ports import Ledger, LedgerError, Record
 
 
 def fold(core: Any, state: Any, records: Iterable[Record]) -> Any:
@@ -14,8 +14,24 @@ def fold(core: Any, state: Any, records: Iterable[Record]) -> Any:
     evolve = core.decider.evolve
     for record in records:
         envelope = record.envelope
-        state = evolve(state, decode(record.type, envelope["ts_ns"], envelope["data"], state))
+        try:
+            event = decode(record.type, envelope["ts_ns"], envelope["data"], state)
+        except Exception as error:
+            raise UnreadableRecord(record, error) from error
+        state = evolve(state, event)
     return state
+
+
+class UnreadableRecord(LedgerError):
+    """A recorded event the core cannot read back (the record was altered, or is not titan's)."""
+
+    def __init__(self, record: Record, error: Exception) -> None:
+        super().__init__(
+            f"ledger record at position {record.position} ({record.stream_id!r} version {record.version}, "
+            f"type {record.type!r}) cannot be read as that event ({type(error).__name__}: {str(error)[:200]}); "
+            "run `titan ledger verify`"
+        )
+        self.position = record.position
 
 
 class AccountCache:

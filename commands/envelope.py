@@ -7,11 +7,12 @@ from typing import Any
 from schemas import commands as wire
 
 COMMAND_RECORDED = "command.recorded.v1"
+ACCOUNT_PREFIX = "account-"
 
 
 def account_stream(account_id: str) -> str:
     """The aggregate's stream id."""
-    return f"account-{account_id}"
+    return f"{ACCOUNT_PREFIX}{account_id}"
 
 
 def command_stream(command_id: str) -> str:

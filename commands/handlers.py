@@ -16,7 +16,7 @@ from .envelope import (
     envelope,
     event_id,
 )
-from .ports import Ledger, NewRecord, Record, VersionConflict
+from .ports import Ledger, LedgerError, NewRecord, Record, VersionConflict
 from .translate import to_core
 
 MAX_ATTEMPTS = 5
@@ -144,7 +144,10 @@ def handle_account_command(command: wire.AnyCommand, ctx: Context) -> Outcome:
         ctx.accounts.store(command.account_id, decision.state, version + decision.events)
         refs = [{"type": r.type, "event_id": r.envelope["event_id"]} for r in sealed[:-1]]
         return Outcome(command.command_id, decision.outcome, decision.reason or None, refs, sealed[-1].position)
-    raise RuntimeError(f"command {command.command_id}: {MAX_ATTEMPTS} version conflicts in a row")
+    raise LedgerError(
+        f"command {command.command_id} was not recorded: {account_stream(command.account_id)} changed "
+        f"under this writer {MAX_ATTEMPTS} times in a row (another writer without the account's lease?)"
+    )
 
 
 def duplicate_outcome(record: Record) -> Outcome:

@@ -28,7 +28,8 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from adapters.postgres_ledger import PostgresLedger, connect, redact
+from adapters.postgres_ledger import PostgresLedger, connect
+from adapters.redact import redact
 from commands.writer import DEFAULT_MAX_BATCH, AccountWriter
 from schemas import commands as wire
 

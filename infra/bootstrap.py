@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from adapters.sqlite_ledger import SQLiteLedger
+from adapters.sqlite_ledger import SQLiteLedger, empty_file_message
 from commands.handlers import HANDLERS, Bus, Context
 from commands.ports import Ledger, LedgerError
 
@@ -34,8 +36,12 @@ def sqlite_path(url: str) -> str:
 def open_ledger(url: str, *, create: bool = True) -> Ledger:
     """Open the ledger a URL names; a missing embedded file is created when `create` is true.
 
-    A postgresql:// URL names an existing database: with `create`, its pending migrations are
-    applied first (`titan db upgrade`); an unreachable server raises LedgerUnreachable.
+    Without `create` (every read-only command) the ledger must exist, and an embedded file is
+    opened read-only: nothing is created, converted or written. An empty file is never a ledger
+    (it is what a truncated one looks like), with or without `create`. A new file is readable by
+    its owner only, and so is a directory made for it. A postgresql:// URL names an existing
+    database: with `create`, its pending migrations are applied first (`titan db upgrade`); an
+    unreachable server raises LedgerUnreachable.
     """
     if url.startswith(POSTGRES_SCHEMES):
         from adapters.postgres_ledger import PostgresLedger
@@ -46,12 +52,14 @@ def open_ledger(url: str, *, create: bool = True) -> Ledger:
             upgrade(url)
         return PostgresLedger(url)
     path = sqlite_path(url)
-    if path != ":memory:":
-        if not create and not os.path.exists(path):
+    if path == ":memory:":
+        return SQLiteLedger(path)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise LedgerError(empty_file_message(path))
+    if not create:
+        if not os.path.exists(path):
             raise LedgerError(f"no ledger at {path!r} (run `titan init` or pass --ledger)")
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
+        return SQLiteLedger(path, read_only=True)
     return SQLiteLedger(path)
 
 
@@ -61,3 +69,24 @@ def bootstrap(settings: Settings | None = None, *, ledger: Ledger | None = None,
     ledger = ledger or open_ledger(settings.ledger_url)
     core = core or load_core(settings.core)
     return Bus(Context(ledger, core), HANDLERS)
+
+
+@contextmanager
+def account_writer(
+    settings: Settings, ledger: Ledger, purpose: str, account_ids: Iterable[str]
+) -> Iterator[Bus]:
+    """A bus that writes only under the writer leases of these accounts (SPEC §2: one writer per
+    account, whatever the entry point). The leases are all taken before anything is decided, so a
+    second writer is refused (LeaseRefused, naming the holder) having written nothing; they are
+    released on the way out, and by the kernel or the database if the process dies."""
+    from adapters.leased_ledger import LeasedLedger, holder_name
+    from commands.envelope import account_stream
+
+    from .writers import lease_store
+
+    leased = LeasedLedger(ledger, lease_store(ledger), holder_name(purpose))
+    try:
+        leased.acquire(account_stream(account_id) for account_id in account_ids)
+        yield bootstrap(settings, ledger=leased)
+    finally:
+        leased.release()

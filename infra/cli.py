@@ -6,20 +6,27 @@ Exit codes (SPEC §8): 0 ok, 1 a check failed, 2 bad usage or input, 3 a depende
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
+from pydantic import ValidationError
+from rich.markup import escape
 from rich.table import Table
 
+from adapters.redact import redact
+from commands.lease import LeaseRefused
 from commands.ports import Ledger, LedgerError, LedgerUnreachable
+from schemas.intake import errors_of
 from schemas.policy import policy_hash
 
 from . import demo as demo_session
 from .bootstrap import bootstrap
 from .cli_common import (
     EXIT_BAD_INPUT,
+    EXIT_BUSY,
     EXIT_CHECK_FAILED,
     EXIT_OK,
     EXIT_UNREACHABLE,
@@ -28,14 +35,22 @@ from .cli_common import (
     LedgerOpt,
     err,
     out,
+    writer_for,
 )
 from .cli_common import fail as _fail
 from .cli_common import open_or_fail as _open
 from .cli_common import print_json as _print_json
 from .cli_common import read_policy_file as _read_policy_file
 from .cli_common import settings_for as _settings
+from .cli_common import writer as _writer
 from .core import compiled_core_active
-from .submit import InvalidLine, ensure_initialized, submit_lines
+from .submit import (
+    MAX_ACCOUNTS_PER_SUBMIT,
+    InvalidLine,
+    accounts_named,
+    ensure_initialized,
+    submit_lines,
+)
 from .version import titan_version
 
 app = typer.Typer(
@@ -67,11 +82,12 @@ def version(as_json: JsonOpt = False) -> None:
 def init(ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
     """Create the ledger (if needed) with the default policy active for the account."""
     settings = _settings(ledger, account)
-    bus = bootstrap(settings, ledger=_open(settings))
-    outcome = ensure_initialized(bus, settings.account_id)
-    state = bus.state(settings.account_id)
+    with _writer(settings, "init", [settings.account_id]) as bus:
+        outcome = ensure_initialized(bus, settings.account_id)
+        state = bus.state(settings.account_id)
+    shown = redact(settings.ledger_url)
     result = {
-        "ledger": settings.ledger_url,
+        "ledger": shown,
         "account_id": settings.account_id,
         "policy_hash": state.policy_hash or None,
         "initialized": outcome is not None and outcome.outcome == "accepted",
@@ -79,9 +95,9 @@ def init(ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt 
     if as_json:
         _print_json(result)
     elif result["initialized"]:
-        out.print(f"initialized {settings.ledger_url}: account {settings.account_id}, policy {state.policy_hash}")
+        out.print(f"initialized {shown}: account {settings.account_id}, policy {state.policy_hash}")
     else:
-        out.print(f"{settings.ledger_url} already has account {settings.account_id} (policy {state.policy_hash or 'none'})")
+        out.print(f"{shown} already has account {settings.account_id} (policy {state.policy_hash or 'none'})")
 
 
 @app.command()
@@ -99,13 +115,21 @@ def submit(
             lines = Path(file).read_bytes().splitlines()
         except OSError as exc:
             _fail(f"cannot read {file!r}: {exc.strerror}", EXIT_BAD_INPUT)
-    bus = bootstrap(settings, ledger=_open(settings))
-    ensure_initialized(bus, settings.account_id)
+    accounts = accounts_named(lines, settings.account_id)
+    if len(accounts) > MAX_ACCOUNTS_PER_SUBMIT:
+        _fail(
+            f"{file!r} names {len(accounts)} accounts; one submit writes at most {MAX_ACCOUNTS_PER_SUBMIT} "
+            "(it holds each account's writer lease): split the file by account",
+            EXIT_BAD_INPUT,
+        )
     invalid = 0
-    for result in submit_lines(bus, lines):
-        invalid += isinstance(result, InvalidLine)
-        sys.stdout.write(orjson.dumps(result.to_json()).decode() + "\n")
-    sys.stdout.flush()
+    with _writer(settings, "submit", accounts) as bus:
+        ensure_initialized(bus, settings.account_id)
+        latest_ts_ns = time.time_ns() + settings.max_future_skew_s * 1_000_000_000
+        for result in submit_lines(bus, lines, latest_ts_ns=latest_ts_ns):
+            invalid += isinstance(result, InvalidLine)
+            sys.stdout.write(orjson.dumps(result.to_json()).decode() + "\n")
+        sys.stdout.flush()
     raise typer.Exit(EXIT_BAD_INPUT if invalid else EXIT_OK)
 
 
@@ -150,14 +174,19 @@ def _operator(action: str, reason: str, actor: str, ledger: str | None, account:
     if not reason.strip():
         _fail("--reason must say why (it is recorded in the ledger)", EXIT_BAD_INPUT)
     settings = _settings(ledger, account)
-    bus = bootstrap(settings, ledger=_open(settings))
-    ensure_initialized(bus, settings.account_id)
-    outcome = operator_action(bus, settings.account_id, action, actor, reason)
+    with _writer(settings, action, [settings.account_id]) as bus:
+        ensure_initialized(bus, settings.account_id)
+        try:
+            outcome = operator_action(bus, settings.account_id, action, actor, reason)
+        except ValidationError as exc:  # a reason or actor outside its bound: nothing is recorded
+            problems = "; ".join(f"{e['field']}: {e['error']}" for e in errors_of(exc, "(action)"))
+            _fail(f"{action} was not recorded: {problems}", EXIT_BAD_INPUT)
+        breaker = bus.state(settings.account_id).brain.breaker
     if as_json:
         _print_json(outcome.to_json())
     else:
         line = f"{action}: {outcome.outcome}" + (f" ({outcome.reason})" if outcome.reason else "")
-        out.print(line + f"; breaker {bus.state(settings.account_id).brain.breaker}")
+        out.print(line + f"; breaker {breaker}")
     raise typer.Exit(EXIT_OK if outcome.outcome == "accepted" else EXIT_CHECK_FAILED)
 
 
@@ -239,8 +268,8 @@ def policy_activate(
 
     document = _read_policy_file(file)
     settings = _settings(ledger, account)
-    bus = bootstrap(settings, ledger=_open(settings))
-    outcome = activate_policy(bus, settings.account_id, document, actor)
+    with _writer(settings, "policy activate", [settings.account_id]) as bus:
+        outcome = activate_policy(bus, settings.account_id, document, actor)
     if as_json:
         _print_json(outcome.to_json())
     else:
@@ -249,23 +278,47 @@ def policy_activate(
 
 
 @ledger_app.command("verify")
-def ledger_verify(ledger: LedgerOpt = None, as_json: JsonOpt = False) -> None:
-    """Verify the hash chain, per-stream versions, position order and the head anchor."""
+def ledger_verify(
+    ledger: LedgerOpt = None,
+    as_json: JsonOpt = False,
+    checkpoints: Annotated[
+        bool,
+        typer.Option(
+            "--checkpoints",
+            help="Also check the ledger against a signed checkpoint log: FILE, else TITAN_CHECKPOINT_FILE, else "
+            "<ledger>.checkpoints.jsonl beside it; the key: TITAN_CHECKPOINT_PUBLIC_KEY, else the private key file's.",
+        ),
+    ] = False,
+    checkpoint_log: Annotated[
+        str | None, typer.Argument(metavar="[FILE]", help="The checkpoint log that --checkpoints reads.", show_default=False)
+    ] = None,
+) -> None:
+    """Verify the hash chain, per-stream versions, position order and the head anchor; with
+    --checkpoints, also that no signed checkpoint was truncated away or forged."""
     from replay.chain import verify_ledger
 
+    from .cli_ledger_checkpoints import check_checkpoints, print_checkpoint_report
+
+    if checkpoint_log is not None and not checkpoints:
+        _fail(f"{checkpoint_log!r} would be a checkpoint log: pass it as --checkpoints {checkpoint_log}", EXIT_BAD_INPUT)
     settings = _settings(ledger)
     store = _open(settings, create=False)
     try:
         report = verify_ledger(store)
+        anchored = check_checkpoints(store, settings, checkpoint_log) if checkpoints else None
     except LedgerError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
+    ok = report.ok and (anchored is None or anchored.ok)
     if as_json:
-        _print_json(report.as_dict())
-    elif report.ok:
-        out.print(f"ok: {report.records_checked} records, {report.streams_checked} streams, head {report.head_position} {report.head_hash}")
+        _print_json(report.as_dict() if anchored is None else {**report.as_dict(), "ok": ok, "chain_ok": report.ok, "checkpoints": anchored.as_dict()})
     else:
-        err.print(f"[bold red]ledger verification failed[/] at position {report.position}: {report.code}: {report.message}")
-    raise typer.Exit(EXIT_OK if report.ok else EXIT_CHECK_FAILED)
+        if report.ok:
+            out.print(f"ok: {report.records_checked} records, {report.streams_checked} streams, head {report.head_position} {report.head_hash}")
+        else:
+            err.print(f"[bold red]ledger verification failed[/] at position {report.position}: {report.code}: {report.message}")
+        if anchored is not None:
+            print_checkpoint_report(anchored)
+    raise typer.Exit(EXIT_OK if ok else EXIT_CHECK_FAILED)
 
 
 @app.command()
@@ -281,8 +334,8 @@ def demo(
     store = _open(settings)
     if store.head()[2] != 0:
         _fail(f"ledger {url} is not empty; the demo writes into a new ledger (omit --ledger, or name a new file)", EXIT_BAD_INPUT)
-    bus = bootstrap(settings, ledger=store)
-    summary = demo_session.run(bus, seed=seed, orders=orders, ledger_url=url, progress=not as_json and sys.stderr.isatty())
+    with writer_for(settings, store, "demo", [demo_session.ACCOUNT]) as bus:
+        summary = demo_session.run(bus, seed=seed, orders=orders, ledger_url=redact(url), progress=not as_json and sys.stderr.isatty())
     if as_json:
         _print_json(summary)
     else:
@@ -317,6 +370,7 @@ def bench(
 GROUPS: dict[str, typer.Typer] = {"policy": policy_app, "ledger": ledger_app}
 for _area in (__import__("infra.cli_replay", fromlist=["register"]), __import__("infra.cli_projections", fromlist=["register"]), __import__("infra.cli_db", fromlist=["register"])):
     _area.register(app, GROUPS)
+__import__("infra.cli_ledger_checkpoints", fromlist=["register"]).register(app, GROUPS)
 
 
 def main() -> None:
@@ -324,13 +378,16 @@ def main() -> None:
     try:
         app()
     except ImportError as exc:  # a stale compiled core refuses to load
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(EXIT_UNREACHABLE)
     except LedgerUnreachable as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(EXIT_UNREACHABLE)
-    except LedgerError as exc:  # a lease held elsewhere, a corrupt record: said plainly, nothing written
-        err.print(f"[bold red]error:[/] {exc}")
+    except LeaseRefused as exc:  # another writer holds the account: nothing was written
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        sys.exit(EXIT_BUSY)
+    except LedgerError as exc:  # a corrupt record, a ledger that cannot be written: said plainly
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(EXIT_BAD_INPUT)
 
 

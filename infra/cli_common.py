@@ -7,24 +7,34 @@ builds the app and registers them.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import orjson
 import typer
-from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
+from commands.lease import LeaseRefused
 from commands.ports import Ledger, LedgerError, LedgerUnreachable
+from schemas.intake import WireInputError, parse_new_policy
 from schemas.policy import PolicyDocument
 
-from .bootstrap import open_ledger
+from .bootstrap import account_writer, open_ledger
+from .checkpointing import CheckpointError, checkpoint_if_configured
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from commands.handlers import Bus
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 3
+EXIT_BUSY = 4
+"""Another writer holds the account's lease: nothing was written (try again when it is done)."""
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -49,7 +59,7 @@ def settings_for(ledger: str | None = None, account: str | None = None) -> Setti
 
 def fail(message: str, code: int) -> NoReturn:
     """Print an error naming what was wrong and exit with the code."""
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -68,13 +78,37 @@ def open_or_fail(settings: Settings, *, create: bool = True) -> Ledger:
 
 
 def read_policy_file(path: Path) -> PolicyDocument:
-    """A validated policy document from a file, or exit 2 naming the bad fields."""
+    """A validated policy document from a file (every bound of new input applied), or exit 2
+    naming the bad fields and their bounds (escaped: a field name may look like console markup)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         fail(f"cannot read policy file {str(path)!r}: {exc.strerror}", EXIT_BAD_INPUT)
     try:
-        return PolicyDocument.model_validate_json(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}" for e in exc.errors())
-        fail(f"{str(path)!r} is not a valid titan policy: {problems}", EXIT_BAD_INPUT)
+        return parse_new_policy(raw)
+    except WireInputError as exc:
+        fail(f"{str(path)!r} is not a valid titan policy: {exc}", EXIT_BAD_INPUT)
+
+
+@contextmanager
+def writer_for(settings: Settings, ledger: Ledger, purpose: str, account_ids: Sequence[str]) -> Iterator[Bus]:
+    """A bus over an open ledger that writes under these accounts' leases; a held lease exits 4
+    naming its holder, before anything is written. When a checkpoint key is configured, the head
+    the writer leaves is signed into the checkpoint log (docs/ledger.md)."""
+    try:
+        with account_writer(settings, ledger, purpose, account_ids) as bus:
+            yield bus
+        checkpoint_if_configured(ledger, settings)  # the new head, signed outside the database
+    except LeaseRefused as exc:
+        fail(f"{exc}", EXIT_BUSY)
+    except CheckpointError as exc:  # what was decided stays recorded; the head could not be signed
+        fail(f"the commands were recorded, but no checkpoint was written: {exc}", exc.exit_code)
+    finally:
+        ledger.close()
+
+
+@contextmanager
+def writer(settings: Settings, purpose: str, account_ids: Sequence[str]) -> Iterator[Bus]:
+    """Open the settings' ledger (creating it) and write under these accounts' leases."""
+    with writer_for(settings, open_or_fail(settings), purpose, account_ids) as bus:
+        yield bus

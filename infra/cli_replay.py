@@ -8,7 +8,6 @@ core asked for by name).
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from commands.ports import Ledger, LedgerError
+from adapters.redact import redact
+from commands.ports import Ledger, LedgerError, LedgerUnreachable
 
 from .cli_common import (
     EXIT_BAD_INPUT,
@@ -85,7 +85,7 @@ def _progress(label: str, total: int | None, enabled: bool) -> Iterator[Callable
 
 def shown_url(url: str) -> str:
     """A ledger URL fit to print: a password in it is masked."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+    return redact(url)
 
 
 def _ledger(ledger: str | None, ctx: typer.Context | None = None) -> tuple[str, Ledger]:
@@ -393,6 +393,25 @@ def replay_what_if_cmd(
 # --- titan explain ----------------------------------------------------------------------------
 
 
+UNBOUNDED_WIDTH = 1_000_000
+"""The width `explain` and `audit sql` render at when stdout is not a terminal: wider than any line."""
+
+
+def full_console() -> Console:
+    """Stdout's console on a terminal; piped, one as wide as any line, so nothing is ever cut
+    (rich would otherwise lay tables out in 80 columns and cut hashes and check names)."""
+    if out.is_terminal:
+        return out
+    return Console(highlight=False, soft_wrap=True, width=UNBOUNDED_WIDTH)
+
+
+def unclipped(table: Table) -> Table:
+    """The table with every column folding a long value onto more lines instead of cutting it."""
+    for column in table.columns:
+        column.overflow = "fold"
+    return table
+
+
 def explain_cmd(
     ident: Annotated[str, typer.Argument(metavar="ORDER_ID|COMMAND_ID", help="An order id (ord-…) or a command id.")],
     ledger: LedgerOpt = None,
@@ -414,13 +433,13 @@ def explain_cmd(
     if as_json:
         print_json(trace)
         return
-    _print_trace(trace)
+    _print_trace(trace, full_console())
 
 
-def _print_trace(trace: dict[str, Any]) -> None:
+def _print_trace(trace: dict[str, Any], console: Console) -> None:
     request, decision, policy, context = trace["request"], trace["decision"], trace["policy"], trace["context"]
     title = trace["order_id"] if trace.get("order_id") and request["type"] == "place_order.v1" else trace["command_id"]
-    out.print(f"[bold]explain[/] {title}")
+    console.print(f"[bold]explain[/] {title}")
     grid = Table(show_header=False, box=None, padding=(0, 2), title="request", title_justify="left")
     grid.add_column(style="bold")
     grid.add_column()
@@ -435,7 +454,7 @@ def _print_trace(trace: dict[str, Any]) -> None:
             f"{command.get('side')} {command.get('quantity')} {command.get('venue')}:{command.get('symbol')} @ {price} "
             f"(reference {command.get('reference_price')}{', reduce-only' if command.get('reduce_only') else ''})",
         )
-    out.print(grid)
+    console.print(unclipped(grid))
     pol = Table(show_header=False, box=None, padding=(0, 2), title="policy", title_justify="left")
     pol.add_column(style="bold")
     pol.add_column()
@@ -443,36 +462,36 @@ def _print_trace(trace: dict[str, Any]) -> None:
     if policy.get("carried_hash") is not None:
         same = "same" if policy["carried_hash"] == policy["active_hash"] else "[red]DIFFERENT[/]"
         pol.add_row("carried by the command", f"{policy['carried_hash']} ({same})")
-    out.print(pol)
+    console.print(unclipped(pol))
     if decision["checks"]:
         checks = Table("check", "value", "limit", "verdict", title="checks", title_justify="left")
         for check in decision["checks"]:
             verdict = check.get("verdict")
             style = "green" if verdict == "pass" else "bold red"
             checks.add_row(str(check.get("check")), _cell(check.get("value")), _cell(check.get("limit")), f"[{style}]{verdict}[/]")
-        out.print(checks)
+        console.print(unclipped(checks))
     outcome = decision["outcome"]
     style = "green" if outcome == "accepted" else "bold red"
-    out.print(f"[bold]outcome[/] [{style}]{outcome}[/]" + (f" {decision['reason']}" if decision["reason"] else "") + f" (command record at position {decision['position']})")
+    console.print(f"[bold]outcome[/] [{style}]{outcome}[/]" + (f" {decision['reason']}" if decision["reason"] else "") + f" (command record at position {decision['position']})")
     if decision.get("detail"):
-        out.print(f"  detail: {_cell(decision['detail'])}")
+        console.print(f"  detail: {_cell(decision['detail'])}")
     for event in decision["events"]:
         if event["type"] in ("order.accepted.v1", "order.rejected.v1") or not event.get("data"):
-            out.print(f"  event {event['position']}: {event['type']} {event['event_id']}")
+            console.print(f"  event {event['position']}: {event['type']} {event['event_id']}")
         else:  # what a non-order decision recorded (a truth score's components, a transition's values …)
-            render_view(out, event["data"], f"event {event['position']}: {event['type']} {event['event_id']}")
-    render_view(out, context["state"], f"context at position {context['as_of_position']} (the account replayed up to the decision)")
-    out.print(f"  open orders then: {context['open_orders']}")
+            render_view(console, event["data"], f"event {event['position']}: {event['type']} {event['event_id']}")
+    render_view(console, context["state"], f"context at position {context['as_of_position']} (the account replayed up to the decision)")
+    console.print(f"  open orders then: {context['open_orders']}")
     if context.get("position_before") is not None:
         p = context["position_before"]
-        out.print(f"  position then: {p.get('quantity')} @ {p.get('avg_price')} (realized {p.get('realized_pnl')})")
+        console.print(f"  position then: {p.get('quantity')} @ {p.get('avg_price')} (realized {p.get('realized_pnl')})")
     elif "position_before" in context:
-        out.print("  position then: none")
+        console.print("  position then: none")
     if context["set_by"]:
         setters = Table("position", "type", "time", "actor", "command", title="set by", title_justify="left")
         for ref in context["set_by"]:
             setters.add_row(str(ref["position"]), ref["type"], ref["time"], _cell(ref["actor"]), _cell(ref["command_id"]))
-        out.print(setters)
+        console.print(unclipped(setters))
     life = trace.get("lifecycle")
     if life is None:
         return
@@ -482,21 +501,21 @@ def _print_trace(trace: dict[str, Any]) -> None:
             data = event["data"]
             summary = {k: v for k, v in data.items() if k in ("venue_order_id", "ack_latency_ms", "fill_id", "quantity", "price", "status", "venue_reason", "reason")}
             events.add_row(str(event["position"]), event["type"], event["time"], _cell(event["actor"]), _cell(summary))
-        out.print(events)
+        console.print(unclipped(events))
     else:
-        out.print(f"after the decision: {life['status']} (no venue reports)")
+        console.print(f"after the decision: {life['status']} (no venue reports)")
     if life["fills"]:
         fills = Table("fill", "quantity", "price", "reference", "slippage bps", "fee", "realized pnl", title="fills", title_justify="left")
         for fill in life["fills"]:
             fills.add_row(str(fill["fill_id"]), str(fill["quantity"]), str(fill["price"]), str(fill["reference_price"]), str(fill["slippage_bps"]), str(fill["fee"]), str(fill["realized_pnl"]))
-        out.print(fills)
-        out.print(
+        console.print(unclipped(fills))
+        console.print(
             f"  filled {life['filled_quantity']} at {life['average_fill_price']} on average "
             f"(slippage {life['average_slippage_bps']} bps), fees {life['fees']}, realized {life['realized_pnl']}"
         )
     if life.get("position_after") is not None:
         p = life["position_after"]
-        out.print(f"  position after: {p.get('quantity')} @ {p.get('avg_price')} (realized {p.get('realized_pnl')}, fees {p.get('fees')})")
+        console.print(f"  position after: {p.get('quantity')} @ {p.get('avg_price')} (realized {p.get('realized_pnl')}, fees {p.get('fees')})")
 
 
 # --- titan ledger export, titan audit sql ------------------------------------------------------
@@ -523,6 +542,8 @@ def ledger_export_cmd(
         fail(str(error), EXIT_BAD_INPUT)
     except ChainBroken as error:
         fail(str(error), EXIT_CHECK_FAILED)
+    except LedgerError as error:  # the ledger went away, or a record cannot be read, mid-export
+        fail(shown_url(str(error)), EXIT_UNREACHABLE if isinstance(error, LedgerUnreachable) else EXIT_BAD_INPUT)
     finally:
         store.close()
     manifest = result.manifest
@@ -542,24 +563,19 @@ def ledger_export_cmd(
 
 @audit_app.command("sql")
 def audit_sql_cmd(
-    query: Annotated[str, typer.Argument(help='A DuckDB query, e.g. "SELECT type, count(*) FROM records GROUP BY 1".')],
-    export: Annotated[Path | None, typer.Option("--export", help="Query this export (default: the live ledger).")] = None,
+    query: Annotated[str, typer.Argument(help='One read-only DuckDB SELECT, e.g. "SELECT type, count(*) FROM records GROUP BY 1".')],
+    export: Annotated[Path | None, typer.Option("--export", help="Query this export (default: the live ledger, read-only).")] = None,
     ledger: LedgerOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run SQL (DuckDB) over an export's tables (records, commands, read models) or the live ledger."""
-    from replay.audit import AuditInputError, query_export, query_live
+    """Run one read-only SELECT (DuckDB) over an export's tables (records, commands, read models)
+    or the live ledger, which is only ever read (docs/audit.md)."""
+    from replay.audit import AuditInputError, query_export, single_select
     from replay.export import ChainBroken
 
     try:
-        if export is not None:
-            result = query_export(query, export)
-        else:
-            _url, store = _ledger(ledger)
-            try:
-                result = query_live(query, store, titan_version=titan_version())
-            finally:
-                store.close()
+        single_select(query)
+        result = query_export(query, export) if export is not None else _audit_live(query, ledger)
     except AuditInputError as error:
         fail(str(error), EXIT_BAD_INPUT)
     except ChainBroken as error:
@@ -567,11 +583,38 @@ def audit_sql_cmd(
     if as_json:
         print_json(result.as_dict())
         return
-    table = Table(*result.columns)
+    console = full_console()
+    table = unclipped(Table(*result.columns))
     for row in result.rows:
         table.add_row(*(_cell(v) for v in row))
-    out.print(table)
-    out.print(f"{len(result.rows)} row(s)")
+    console.print(table)
+    console.print(f"{len(result.rows)} row(s)")
+    for note in result.notes:
+        err.print(f"[yellow]note:[/] {note}")
+
+
+def _audit_live(query: str, ledger: str | None) -> Any:
+    """Query the live ledger without writing to it: a read-only snapshot of a SQLite file, or
+    read-only sessions on PostgreSQL."""
+    from infra.bootstrap import POSTGRES_SCHEMES, open_ledger, sqlite_path
+    from replay.audit import query_live, query_sqlite_ledger, read_only_url
+
+    url = settings_for(ledger).ledger_url
+    try:
+        if url.startswith(POSTGRES_SCHEMES):
+            store = open_ledger(read_only_url(url), create=False)
+            try:
+                return query_live(query, store, titan_version=titan_version(), read_models=False)
+            finally:
+                store.close()
+        path = sqlite_path(url)
+        if path == ":memory:":
+            fail(f"--ledger {url}: an in-memory ledger holds nothing to query; pass a ledger file", EXIT_BAD_INPUT)
+        return query_sqlite_ledger(
+            query, Path(path), open_copy=lambda copy: open_ledger("sqlite:///" + str(copy), create=False), titan_version=titan_version()
+        )
+    except LedgerError as error:
+        fail(shown_url(str(error)), EXIT_UNREACHABLE if isinstance(error, LedgerUnreachable) else EXIT_BAD_INPUT)
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:

@@ -22,7 +22,8 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from adapters.postgres_ledger import connect, is_unreachable, redact
+from adapters.postgres_ledger import connect, is_unreachable
+from adapters.redact import redact
 from commands.ports import LedgerError, LedgerUnreachable
 
 T = TypeVar("T")

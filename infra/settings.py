@@ -26,6 +26,31 @@ class Settings(BaseSettings):
         description="Which execution core decides: the mypyc-compiled one, the interpreted one, or "
         "compiled when it is built (TITAN_CORE)",
     )
+    max_future_skew_s: int = Field(
+        300,
+        ge=0,
+        le=86_400,
+        description="`titan submit` refuses a command stamped more than this many seconds after this "
+        "machine's clock (TITAN_MAX_FUTURE_SKEW_S)",
+    )
     nats_url: str = Field(
         "nats://127.0.0.1:4222", description="NATS JetStream, for the mirror and intake (TITAN_NATS_URL)"
+    )
+    checkpoint_key: str | None = Field(
+        None,
+        description="Path of the Ed25519 private key that signs ledger checkpoints; never stored in "
+        "the database. Default: checkpoint.key beside an embedded ledger (.titan/checkpoint.key), "
+        ".titan/checkpoint.key for a PostgreSQL one (TITAN_CHECKPOINT_KEY)",
+    )
+    checkpoint_file: str | None = Field(
+        None,
+        description="Path of the append-only checkpoint log (JSON lines). Default: <ledger file "
+        "stem>.checkpoints.jsonl beside an embedded ledger (.titan/ledger.checkpoints.jsonl), "
+        ".titan/<database>.checkpoints.jsonl for a PostgreSQL one (TITAN_CHECKPOINT_FILE)",
+    )
+    checkpoint_public_key: str | None = Field(
+        None,
+        description="The Ed25519 public key that verifies checkpoints: 64 hex characters, or the "
+        "path of a file holding them or a PEM public key. Default: derived from the private key "
+        "file (TITAN_CHECKPOINT_PUBLIC_KEY)",
     )

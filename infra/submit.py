@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import json
+import re
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from commands.envelope import account_stream
 from commands.handlers import Bus, Outcome
 from commands.translate import InvalidCommand
 from schemas import commands as wire
+from schemas.intake import WireInputError, echo, load_json, parse_new_command
 from schemas.policy import PolicyDocument
 
 DEFAULT_POLICY_PATH = Path(__file__).parent / "policies" / "default.json"
 INIT_ACTOR = "titan-init"
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+"""What schemas.base.Identifier accepts: an account id a lease may be taken for."""
 
 
 class InvalidLine:
@@ -62,7 +63,7 @@ def ensure_initialized(bus: Bus, account_id: str) -> Outcome | None:
 
 def activate_policy(bus: Bus, account_id: str, document: PolicyDocument, actor: str) -> Outcome:
     """Activate a policy now: the CLI stamps the time of receipt, like the API."""
-    ts_ns = time.time_ns()
+    ts_ns = stamp_now(bus, account_id)
     command = wire.ActivatePolicy(
         command_id=f"activate.{account_id}.{ts_ns}",
         account_id=account_id,
@@ -73,36 +74,27 @@ def activate_policy(bus: Bus, account_id: str, document: PolicyDocument, actor: 
     return bus.handle(command)
 
 
-def _command_id_of(raw: bytes) -> str | None:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    command_id = value.get("command_id") if isinstance(value, dict) else None
-    return command_id if isinstance(command_id, str) else None
+def submit_lines(bus: Bus, lines: Iterable[bytes], *, latest_ts_ns: int | None = None) -> Iterator[Outcome | InvalidLine]:
+    """Validate and decide each JSON line in order; invalid lines are reported and skipped.
 
-
-def _errors(exc: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"field": ".".join(str(p) for p in error["loc"]) or "(line)", "error": error["msg"]}
-        for error in exc.errors(include_url=False)
-    ]
-
-
-def submit_lines(bus: Bus, lines: Iterable[bytes]) -> Iterator[Outcome | InvalidLine]:
-    """Validate and decide each JSON line in order; invalid lines are reported and skipped."""
+    A line is read by `schemas.intake.parse_new_command`: whatever it holds (too long, too deep,
+    numbers beyond 64 bits, not UTF-8, not an object, a value outside its bound), it is an
+    invalid line naming the field and the bound, and the next line is still decided."""
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
-            command = wire.COMMANDS.validate_json(raw)
-        except ValidationError as exc:
-            yield InvalidLine(number, _command_id_of(raw), _errors(exc))
+            command = parse_new_command(raw)
+        except WireInputError as exc:
+            yield InvalidLine(number, exc.command_id, list(exc.errors))
+            continue
+        if latest_ts_ns is not None and command.ts_ns > latest_ts_ns:
+            yield InvalidLine(number, command.command_id, [future_stamp_error(command.ts_ns, latest_ts_ns)])
             continue
         try:
             yield bus.handle(command)
         except InvalidCommand as exc:
-            yield InvalidLine(number, command.command_id, [{"field": exc.field, "error": str(exc)}])
+            yield InvalidLine(number, command.command_id, [{"field": exc.field, "error": echo(str(exc), 300)}])
 
 
 OPERATOR_ACTIONS = ("halt", "flatten", "resume", "arm", "disarm")
@@ -113,7 +105,7 @@ def operator_action(bus: Bus, account_id: str, action: str, actor: str, reason: 
 
     Flatten carries the account's active policy hash: the operator acts under the policy in force.
     """
-    ts_ns = time.time_ns()
+    ts_ns = stamp_now(bus, account_id)
     common: dict[str, Any] = {
         "command_id": f"{action}.{account_id}.{ts_ns}",
         "account_id": account_id,
@@ -135,3 +127,50 @@ def operator_action(bus: Bus, account_id: str, action: str, actor: str, reason: 
     else:
         raise ValueError(f"unknown operator action {action!r}; accepted: {', '.join(OPERATOR_ACTIONS)}")
     return bus.handle(command)
+
+
+MAX_ACCOUNTS_PER_SUBMIT = 32
+"""A file may name at most this many accounts: the writer holds one lease (on PostgreSQL one
+connection) per account for the whole run."""
+
+
+def accounts_named(lines: Iterable[bytes], default_account: str) -> list[str]:
+    """The accounts a file of commands writes to (the default one first), in order of appearance:
+    the writer takes each one's lease before deciding anything. Lines that are not JSON objects
+    with a text `account_id` name none (they will be reported invalid, and write nothing)."""
+    accounts = {default_account: None}
+    for raw in lines:
+        account_id = _account_of(raw)
+        if account_id is not None:
+            accounts[account_id] = None
+    return list(accounts)
+
+
+def _account_of(raw: bytes) -> str | None:
+    if raw.find(b'"account_id"') < 0:
+        return None
+    try:
+        value = load_json(raw)
+    except WireInputError:
+        return None
+    account_id = value.get("account_id") if isinstance(value, dict) else None
+    if not isinstance(account_id, str) or ACCOUNT_ID.fullmatch(account_id) is None:
+        return None
+    return account_id
+
+
+def stamp_now(bus: Bus, account_id: str) -> int:
+    """The time of receipt for an action the CLI itself issues: now, and never earlier than the
+    account's last decided command (SPEC §2: operator actions always take effect)."""
+    last_ts_ns: int = bus.state(account_id).last_ts_ns
+    return max(time.time_ns(), last_ts_ns + 1)
+
+
+def future_stamp_error(ts_ns: int, latest_ts_ns: int) -> dict[str, Any]:
+    """Why a command stamped after the latest acceptable time of receipt is invalid."""
+    return {
+        "field": "ts_ns",
+        "error": f"{ts_ns} is in the future: a command is stamped when it is received, and this one is "
+        f"stamped {(ts_ns - latest_ts_ns) // 1_000_000_000} s past the latest accepted time "
+        f"({latest_ts_ns}, this machine's clock plus TITAN_MAX_FUTURE_SKEW_S)",
+    }

@@ -1,0 +1,82 @@
+"""Smaller defects of the hardening issue (§6): secrets never printed, one-line errors instead of
+tracebacks, and `replay verify` saying what it compared."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from adapters.redact import redact
+
+from .conftest import Titan
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:s3cret@h:5432/db", "postgresql://u:***@h:5432/db"),
+        ("postgresql://u@h/db?password=s3cret&sslmode=require", "postgresql://u@h/db?password=***&sslmode=require"),
+        ("postgresql://u:a@h/db?sslpassword=s3cret", "postgresql://u:***@h/db?sslpassword=***"),
+        ("sqlite:///.titan/ledger.db", "sqlite:///.titan/ledger.db"),
+        ("sqlite:////abs/ledger.db", "sqlite:////abs/ledger.db"),
+    ],
+)
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+def with_password(url: str, password: str, *, in_query: bool) -> str:
+    parts = urlsplit(url)
+    if in_query:
+        return urlunsplit(parts._replace(query=f"password={password}"))
+    user, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user.split(':')[0]}:{password}@{host}"))
+
+
+@pytest.mark.parametrize("in_query", [False, True])
+def test_init_and_verify_never_print_the_password(titan: Titan, pg_url: str, in_query: bool) -> None:
+    url = with_password(pg_url, "s3cret-pw", in_query=in_query)  # trust auth: any password is accepted
+    for args in (("init", "--ledger", url), ("init", "--ledger", url, "--json"), ("ledger", "verify", "--ledger", url),
+                 ("db", "status", "--ledger", url), ("replay", "verify", "--ledger", url)):
+        result = titan(*args)
+        assert "s3cret-pw" not in result.stdout + result.stderr, args
+
+
+def test_an_unknown_role_is_bad_configuration_not_an_unreachable_server(titan: Titan, pg_url: str) -> None:
+    parts = urlsplit(pg_url)
+    url = urlunsplit(parts._replace(netloc=f"no_such_role_x@{parts.hostname}:{parts.port}"))
+    result = titan("state", "--ledger", url)
+    assert result.returncode == 2, result.stderr
+    assert "no_such_role_x" in result.stderr and "unreachable" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_altered_record_is_a_one_line_error_for_state_and_submit(titan: Titan, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert titan("init", "--ledger", url).returncode == 0
+    with sqlite3.connect(tmp_path / "ledger.db") as db:  # an attacker's edit: valid JSON, wrong shape
+        db.execute("UPDATE stored_events SET state = CAST('{\"x\": 1}' AS BLOB) WHERE originator_id = 'account-main'")
+    for args in (("state", "--ledger", url), ("halt", "--reason", "r", "--ledger", url)):
+        result = titan(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert "cannot be read" in result.stderr and "titan ledger verify" in result.stderr
+    (tmp_path / "c.jsonl").write_text(json.dumps({"type": "halt.v1", "command_id": "h1", "account_id": "main",
+                                                 "ts_ns": 1, "actor": "op", "reason": "r"}) + "\n")
+    result = titan("submit", "c.jsonl", "--ledger", url)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_replay_verify_says_when_no_read_model_was_compared(titan: Titan, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    titan.json("demo", "--ledger", url, "--orders", "20", "--json")
+    result = titan("replay", "verify", "--ledger", url)
+    assert result.returncode == 0, result.stderr
+    assert "digests equal (at position 0)" not in result.stdout
+    assert "never run" in result.stdout
