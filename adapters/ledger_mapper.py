@@ -13,8 +13,8 @@ from typing import Any
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, Notification, StoredEvent, Transcoder
 
+from commands.chain import CorruptRecord
 from commands.ports import NewRecord, Record
-from replay.chain import CorruptRecord
 from schemas.canonical import canonical_bytes, parse
 
 

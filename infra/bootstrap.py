@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from adapters.sqlite_ledger import SQLiteLedger, empty_file_message
+from adapters.sqlite.ledger import SQLiteLedger, empty_file_message
 from commands.handlers import HANDLERS, Bus, Context
 from commands.ports import Ledger, LedgerError
 
@@ -44,9 +44,8 @@ def open_ledger(url: str, *, create: bool = True) -> Ledger:
     unreachable server raises LedgerUnreachable.
     """
     if url.startswith(POSTGRES_SCHEMES):
-        from adapters.postgres_ledger import PostgresLedger
-
-        from .pg_migrations import upgrade
+        from adapters.postgres.ledger import PostgresLedger
+        from adapters.postgres.migrations import upgrade
 
         if create:
             upgrade(url)

@@ -27,6 +27,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Final, Literal
 
+from replay.cores import CORE_CHOICES as REPLAY_CORE_CHOICES
+from replay.cores import CoreChoice as ReplayCores
+from replay.cores import CoreSlot
+
 CoreKind = Literal["compiled", "interpreted"]
 CoreChoice = Literal["compiled", "interpreted", "auto"]
 
@@ -215,3 +219,23 @@ def _is_compiled(module: ModuleType) -> bool:
     if spec is not None and isinstance(spec.loader, ExtensionFileLoader):
         return True
     return str(getattr(module, "__file__", "") or "").endswith(tuple(EXTENSION_SUFFIXES))
+
+
+def load_cores(choice: ReplayCores = "both") -> list[CoreSlot]:
+    """The cores for a replay. "both" tolerates a missing compiled core (the slot says why);
+    asking for "compiled" alone raises CoreUnavailableError when it cannot be loaded."""
+    if choice not in REPLAY_CORE_CHOICES:
+        raise ValueError(f"unknown core choice {choice!r}: use one of {', '.join(REPLAY_CORE_CHOICES)}")
+    slots: list[CoreSlot] = []
+    if choice in ("both", "compiled"):
+        try:
+            slots.append(CoreSlot("compiled", load_core("compiled")))
+        except ImportError as error:  # not built, TITAN_CORE=interpreted, or a stale build
+            if choice == "compiled":
+                raise CoreUnavailableError(str(error)) from error
+            slots.append(CoreSlot("compiled", None, str(error)))
+    if choice in ("both", "interpreted"):
+        slots.append(CoreSlot("interpreted", load_core("interpreted")))
+    return slots
+
+

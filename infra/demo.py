@@ -26,15 +26,15 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from adapters.hill import HillError, default_k, hill_exponent, quantized
-from adapters.paper_venue import PaperInstrument, PaperOrder, PaperVenue
+from adapters.paper.hill import HillError, default_k, hill_exponent, quantized
+from adapters.paper.market import Market, Regime
+from adapters.paper.strategies import PHASES, Intent
+from adapters.paper.venue import PaperInstrument, PaperOrder, PaperVenue
 from commands.envelope import account_stream
 from commands.handlers import Bus, Outcome
 from commands.views import breaker_history, state_view
 from schemas import commands as wire
 
-from .sim_market import Market, Regime
-from .sim_strategies import PHASES, Intent
 from .submit import ensure_initialized
 
 START_TS_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z: demo time, not the wall clock

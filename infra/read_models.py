@@ -6,6 +6,11 @@ prefixed `rm_`, beside the ledger's), or the PostgreSQL database.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
 from commands.ports import Ledger, LedgerError
 from projections.store import ReadModelStore
 
@@ -36,9 +41,55 @@ async def open_store(url: str, *, listen: bool = True) -> ReadModelStore:
     Raises UnsupportedLedgerURL for another scheme, StoreError when it cannot be opened.
     """
     if is_postgres(url):
-        from adapters.postgres_read_models import PostgresReadModelStore
+        from adapters.postgres.read_models import PostgresReadModelStore
 
         return await PostgresReadModelStore.connect(url, listen=listen)
-    from adapters.sqlite_read_models import SQLiteReadModelStore
+    from adapters.sqlite.read_models import SQLiteReadModelStore
 
     return SQLiteReadModelStore(sqlite_path(url))
+
+
+T = TypeVar("T")
+
+
+class LocalReadSide:
+    """The read models beside a ledger (its file, or its database), as replay and export use them
+    (`replay.projections_hook.ReadSide`)."""
+
+    def verify_digests(self, ledger: Ledger) -> dict[str, Any]:
+        """Rebuild every projection up to where its live model is and compare the digests:
+        `{"ok": bool, "models": {name: {"live", "rebuilt", "position", "rows"}}, "message": str}`."""
+        from projections.audit import compare_digests
+
+        return _with_store(ledger, lambda store: compare_digests(ledger, store))
+
+    def export_rows(self, ledger: Ledger) -> dict[str, list[dict[str, Any]]]:
+        """Every read model's rows as at the ledger's head, by model name (plain JSON values)."""
+        from projections.audit import model_rows
+
+        return _with_store(ledger, lambda store: model_rows(ledger, store))
+
+
+READ_SIDE = LocalReadSide()
+"""The read side every CLI command hands to replay and export."""
+
+
+def _with_store(ledger: Ledger, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    async def main() -> T:
+        store = await open_store(store_url_for(ledger), listen=False)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return _run_sync(main())
+
+
+def _run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code, even when this thread runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="titan-projections") as pool:
+        return pool.submit(asyncio.run, coroutine).result()

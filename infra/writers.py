@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from adapters.local_lease import LocalLeaseStore
-from adapters.sqlite_ledger import MEMORY, SQLiteLedger
+from adapters.sqlite.lease import LocalLeaseStore
+from adapters.sqlite.ledger import MEMORY, SQLiteLedger
 from commands.lease import LeaseStore
 from commands.ports import Ledger
 
@@ -19,7 +19,7 @@ def lease_store(ledger: Ledger) -> LeaseStore:
     if isinstance(ledger, SQLiteLedger):
         lock_path = None if ledger.path == MEMORY else os.path.abspath(ledger.path)
         return LocalLeaseStore(ledger, lock_path)
-    from adapters.postgres_ledger import PostgresLedger
+    from adapters.postgres.ledger import PostgresLedger
 
     if isinstance(ledger, PostgresLedger):
         return ledger

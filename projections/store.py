@@ -1,7 +1,7 @@
 """The read-model store port: where projections keep their rows and their tracking positions.
 
-Adapters: `adapters.sqlite_read_models` (tables in the embedded ledger file) and
-`adapters.postgres_read_models` (tables in the PostgreSQL database). Both are proven to behave
+Adapters: `adapters.sqlite.read_models` (tables in the embedded ledger file) and
+`adapters.postgres.read_models` (tables in the PostgreSQL database). Both are proven to behave
 the same by one contract test (tests/integration/projections/test_store_contract.py).
 """
 

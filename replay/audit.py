@@ -36,6 +36,8 @@ import orjson
 
 from commands.ports import Ledger, LedgerError
 
+from .projections_hook import ReadSide
+
 ACCEPTED: Final = "titan audit sql runs exactly one read-only SELECT (or WITH … SELECT) statement"
 LEDGER_TABLES: Final = ("records", "commands")
 READ_MODEL_PREFIX: Final = "rm_"
@@ -261,7 +263,7 @@ def query_export(sql: str, export_dir: Path) -> QueryResult:
 # --- the live ledger ---------------------------------------------------------------------------
 
 
-def query_live(sql: str, ledger: Ledger, *, titan_version: str, read_models: bool = True) -> QueryResult:
+def query_live(sql: str, ledger: Ledger, *, titan_version: str, read_side: ReadSide | None = None) -> QueryResult:
     """Run a query over a ledger opened read-only: export it to a private scratch directory, then
     query that (the query is checked first: a refused one costs no export)."""
     from .export import export_ledger
@@ -269,9 +271,9 @@ def query_live(sql: str, ledger: Ledger, *, titan_version: str, read_models: boo
     single_select(sql)
     with tempfile.TemporaryDirectory(prefix="titan-audit-") as scratch:
         out = Path(scratch) / "export"
-        exported = export_ledger(ledger, out, titan_version=titan_version, read_models=read_models)
+        exported = export_ledger(ledger, out, titan_version=titan_version, read_side=read_side)
         answer = query_export(sql, out)
-    answer.notes.extend(exported.notes if read_models else [PG_LIVE_NOTE])
+    answer.notes.extend(exported.notes if read_side is not None else [PG_LIVE_NOTE])
     return answer
 
 
@@ -297,7 +299,7 @@ def snapshot_sqlite(path: Path, copy: Path) -> None:
 
 
 def query_sqlite_ledger(
-    sql: str, path: Path, *, open_copy: Callable[[Path], Ledger], titan_version: str
+    sql: str, path: Path, *, open_copy: Callable[[Path], Ledger], titan_version: str, read_side: ReadSide | None = None
 ) -> QueryResult:
     """Run a query over a SQLite ledger file: snapshot it read-only into a private directory,
     open the snapshot with `open_copy`, export it (read models included) and query the export."""
@@ -310,7 +312,7 @@ def query_sqlite_ledger(
         except LedgerError as error:  # name the user's file, not the private snapshot
             raise AuditInputError(str(error).replace(str(copy), str(path))) from error
         try:
-            return query_live(sql, ledger, titan_version=titan_version)
+            return query_live(sql, ledger, titan_version=titan_version, read_side=read_side)
         finally:
             ledger.close()
 

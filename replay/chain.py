@@ -1,8 +1,8 @@
-"""The ledger's hash chain: how a record is sealed, and how a ledger is verified (SPEC §2, §6).
+"""Verifying the ledger's hash chain (SPEC §2, §6).
 
-Sealing and verifying live side by side so that the rule is written once. Both are pure: the
-adapters seal inside their append transaction, and `verify_chain` walks any iterable of records
-in position order, keeping only the previous hash and one integer per stream.
+Sealing lives beside the ledger port (`commands.chain`), where the adapters use it inside their
+append transaction; this module verifies: `verify_chain` walks any iterable of records in
+position order, keeping only the previous hash and one integer per stream.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from commands.ports import Ledger, LedgerError, Record
+from commands.chain import CorruptRecord
+from commands.ports import Ledger, Record
 from schemas.canonical import GENESIS_HASH, canonical_bytes, record_hash
 
 # Stable codes of `ChainReport.code`; `titan ledger verify --json` prints them as they are.
@@ -23,41 +24,6 @@ PREV_HASH_MISMATCH: Final = "PREV_HASH_MISMATCH"
 HASH_MISMATCH: Final = "HASH_MISMATCH"
 VERSION_GAP: Final = "VERSION_GAP"
 ANCHOR_MISMATCH: Final = "ANCHOR_MISMATCH"
-
-CHAIN_FIELDS: Final = ("prev_hash", "hash")
-
-
-class CorruptRecord(LedgerError):
-    """A stored record's state cannot be read as an envelope (not JSON, or not a JSON object).
-
-    Readers raise it for the record at `position` only after returning every record before it,
-    so that verification can name it as the first bad position.
-    """
-
-    def __init__(self, position: int, stream_id: str, version: int, reason: str) -> None:
-        super().__init__(
-            f"ledger record at position {position} ({stream_id!r} version {version}) "
-            f"is unreadable: {reason}; run `titan ledger verify`"
-        )
-        self.position = position
-        self.stream_id = stream_id
-        self.version = version
-        self.reason = reason
-
-
-def seal(envelope: dict[str, Any], prev_hash: str) -> dict[str, Any]:
-    """Return a copy of an unsealed envelope chained onto `prev_hash`, with its own `hash`."""
-    for field in CHAIN_FIELDS:
-        if field in envelope:
-            raise ValueError(
-                f"envelope {envelope.get('event_id')!r} already carries {field!r}; "
-                "the ledger seals records itself, pass envelopes without prev_hash and hash"
-            )
-    sealed = dict(envelope)
-    sealed["prev_hash"] = prev_hash
-    sealed["hash"] = record_hash(sealed)
-    return sealed
-
 
 @dataclass(frozen=True, slots=True)
 class ChainReport:

@@ -19,10 +19,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from commands.chain import CorruptRecord
 from commands.ports import Ledger, LedgerError, Record
 from schemas.canonical import canonical_bytes, record_hash
 
-from .chain import CorruptRecord, verify_ledger
+from .chain import verify_ledger
 
 CHECKPOINT_FORMAT: Final = "titan-checkpoint/1"
 PAYLOAD_FIELDS: Final = ("format", "ledger_id", "position", "hash", "record_count", "written_ns")

@@ -30,6 +30,7 @@ tables are always exported.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -42,12 +43,12 @@ from typing import Any, Final
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
+from commands.chain import CorruptRecord
 from commands.envelope import COMMAND_RECORDED
 from commands.ports import Ledger, Record
 from projections.values import int_text, json_text
 
-from .chain import CorruptRecord
-from .golden import file_sha256
+from .projections_hook import ReadSide
 from .projections_hook import read_models as read_model_rows
 from .verify import COMMAND_PREFIX, FlatChainVerifier
 
@@ -145,6 +146,15 @@ class ExportResult:
     @property
     def rows_per_second(self) -> float:
         return self.rows / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as raw:
+        for block in iter(lambda: raw.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def target_of(out: Path) -> Path:
@@ -405,11 +415,13 @@ def _scratch_beside(target: Path, shown: Path) -> Path:
         raise ExportError(f"--out {str(shown)!r}: cannot write beside {str(target.parent)!r} ({error.strerror or error})") from None
 
 
-def _export_models(ledger: Ledger, scratch: Path, files: dict[str, dict[str, Any]], notes: list[str]) -> None:
+def _export_models(
+    ledger: Ledger, read_side: ReadSide, scratch: Path, files: dict[str, dict[str, Any]], notes: list[str]
+) -> None:
     """Write every read model into the scratch directory; a read model that cannot be read or
     written is left out, with a note saying why (the ledger's own tables never depend on it)."""
     try:
-        models, why_not = read_model_rows(ledger)
+        models, why_not = read_model_rows(ledger, read_side)
     except Exception as error:  # noqa: BLE001 - the records are exported whatever the read side does
         notes.append(f"read models not exported: {type(error).__name__}: {error}")
         return
@@ -439,11 +451,11 @@ def export_ledger(
     titan_version: str,
     progress: Callable[[int], None] | None = None,
     ledger_format: str | None = None,
-    read_models: bool = True,
+    read_side: ReadSide | None = None,
 ) -> ExportResult:
     """Export a ledger to Parquet in `out` (which must not exist or be empty; a symbolic link to
-    such a directory is followed); `read_models=False` leaves the read models out (the benchmark
-    measures the ledger's own tables)."""
+    such a directory is followed), with each read model of `read_side` beside the ledger's own
+    tables (none without one: the benchmark measures the ledger's tables alone)."""
     check_out_dir(out)
     target = target_of(out)
     began = time.perf_counter()
@@ -480,8 +492,8 @@ def export_ledger(
             "commands": {"rows": commands.rows, "schema": _schema_doc(COMMANDS_SCHEMA), "encodings": dict(COMMANDS_ENCODINGS)},
         }
         notes: list[str] = []
-        if read_models:
-            _export_models(ledger, scratch, files, notes)
+        if read_side is not None:
+            _export_models(ledger, read_side, scratch, files, notes)
         else:
             notes.append("read models left out on request")
         if overflow:

@@ -2,48 +2,40 @@
 
 `titan replay verify` ends by rebuilding every projection from position 0 and comparing each
 rebuilt read model's digest with the live one (SPEC §5, §6); `titan ledger export` writes each
-read model to Parquet. Both go through the two functions below, which look for this API on the
-`projections` package (provided by the read side; absent here means "not built yet"):
-
-    projections.verify_digests(ledger) -> dict
-        {"ok": bool, "models": {name: {"live": digest, "rebuilt": digest}}, "message": str}
-    projections.export_rows(ledger) -> dict[str, Iterable[dict]]
-        each read model's rows (plain JSON values), by model name
-
-When the package does not expose them, verify reports `{"ok": None, "available": False, ...}`
-and export writes records and commands only; both say so in their output and manifest. A
-rebuild that raises is a failed check (`ok: False`, the gate exits 1 naming the error).
+read model to Parquet. Replay does not know where read models live (that is the composition
+root's business, `infra.read_models.READ_SIDE`): the caller hands it a `ReadSide`. Without one,
+verify reports `{"ok": None, "available": False, ...}` and export writes the ledger's own tables
+only; both say so. A rebuild that raises is a failed check (`ok: False`, the gate exits 1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from commands.ports import Ledger
 
-NOT_AVAILABLE = (
-    "the projections package does not expose verify_digests(ledger) yet: projection digests were "
-    "not compared (see replay/projections_hook.py)"
-)
+NOT_AVAILABLE = "no read side was given: projection digests were not compared"
 
 
-def _projections_module() -> Any:
-    try:
-        import projections
-    except ImportError:
-        return None
-    return projections
+class ReadSide(Protocol):
+    """The read models beside a ledger, as replay and export use them."""
+
+    def verify_digests(self, ledger: Ledger) -> dict[str, Any]:
+        """Rebuild every projection and compare digests: `{"ok", "models", "message"}`."""
+        ...
+
+    def export_rows(self, ledger: Ledger) -> dict[str, list[dict[str, Any]]]:
+        """Every read model's rows at the ledger's head, by model name (plain JSON values)."""
+        ...
 
 
-def check_projections(ledger: Ledger) -> dict[str, Any]:
-    """Rebuild every projection and compare digests, when the read side provides it."""
-    module = _projections_module()
-    verify = getattr(module, "verify_digests", None) if module is not None else None
-    if verify is None:
+def check_projections(ledger: Ledger, read_side: ReadSide | None) -> dict[str, Any]:
+    """Rebuild every projection and compare digests, when a read side is given."""
+    if read_side is None:
         return {"ok": None, "available": False, "message": NOT_AVAILABLE}
     try:
-        result: dict[str, Any] = dict(verify(ledger))
+        result: dict[str, Any] = dict(read_side.verify_digests(ledger))
     except Exception as error:  # noqa: BLE001 - a rebuild that cannot run is a failed check
         return {
             "ok": False,
@@ -54,14 +46,9 @@ def check_projections(ledger: Ledger) -> dict[str, Any]:
     return result
 
 
-def read_models(ledger: Ledger) -> tuple[dict[str, Iterable[dict[str, Any]]], str | None]:
+def read_models(ledger: Ledger, read_side: ReadSide | None) -> tuple[dict[str, Iterable[dict[str, Any]]], str | None]:
     """Every read model's rows for export, or ({}, why not)."""
-    module = _projections_module()
-    export = getattr(module, "export_rows", None) if module is not None else None
-    if export is None:
-        return {}, (
-            "the projections package does not expose export_rows(ledger) yet: no read models "
-            "exported (see replay/projections_hook.py)"
-        )
-    models: dict[str, Iterable[dict[str, Any]]] = dict(export(ledger))
+    if read_side is None:
+        return {}, "no read side was given: no read models exported"
+    models: dict[str, Iterable[dict[str, Any]]] = dict(read_side.export_rows(ledger))
     return models, None

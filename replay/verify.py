@@ -27,15 +27,17 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from commands.chain import CorruptRecord, seal
 from commands.envelope import COMMAND_RECORDED
 from commands.handlers import decide_records
 from commands.ports import Ledger, NewRecord, Record
 from commands.translate import InvalidCommand
 from schemas import commands as wire
 
-from .chain import ChainReport, ChainVerifier, CorruptRecord, seal
-from .cores import CoreSlot, load_cores
+from .chain import ChainReport, ChainVerifier
+from .cores import CoreSlot
 from .diff import FieldDiff, diff_values
+from .projections_hook import ReadSide, check_projections
 
 # Divergence kinds (stable strings in `--json`).
 RECORD_DIFFERS: Final = "RECORD_DIFFERS"
@@ -432,19 +434,17 @@ class GateRun:
 
 def verify_replay(
     ledger: Ledger,
-    cores: Sequence[CoreSlot] | None = None,
+    cores: Sequence[CoreSlot],
     *,
     progress: ProgressFn | None = None,
     batch: int = 1000,
-    projections: bool = True,
+    read_side: ReadSide | None = None,
 ) -> ReplayReport:
-    """Re-decide every recorded command with each core and compare with the ledger."""
-    slots = list(cores) if cores is not None else load_cores("both")
-    report = GateRun(ledger, slots, progress).run(batch)
-    if projections and report.ok:
-        from .projections_hook import check_projections
-
-        report.projections = check_projections(ledger)
+    """Re-decide every recorded command with each core and compare with the ledger; then, given
+    a read side, rebuild every projection and compare digests."""
+    report = GateRun(ledger, list(cores), progress).run(batch)
+    if read_side is not None and report.ok:
+        report.projections = check_projections(ledger, read_side)
         if report.projections.get("ok") is False:
             report.divergence = Divergence(
                 kind=PROJECTION_DIGEST,

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from replay.chain import CHAIN_FIELDS, seal
+from commands.chain import CHAIN_FIELDS, seal
 from schemas.canonical import canonical_bytes
 
 

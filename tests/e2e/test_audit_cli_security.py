@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from replay.golden import GOLDEN_DIR, load_manifest
+from infra.golden import GOLDEN_DIR, load_manifest
 
 from .conftest import ROOT, Titan, titan_command
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from replay.golden import GOLDEN_DIR, load_manifest
+from infra.golden import GOLDEN_DIR, load_manifest
 from schemas.canonical import GENESIS_HASH, canonical_bytes, record_hash
 
 from .conftest import Titan

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sqlite_ledger import SQLiteLedger
+from adapters.sqlite.ledger import SQLiteLedger
 from commands.lease import StreamLease
 from infra.bootstrap import bootstrap, open_ledger
 from infra.settings import Settings

@@ -21,6 +21,8 @@ import pytest
 from commands.ports import Ledger
 from infra.bootstrap import bootstrap, open_ledger
 from infra.demo import run as run_demo
+from infra.golden import GOLDEN_DIR, load_manifest
+from infra.read_models import READ_SIDE
 from infra.settings import Settings
 from replay.audit import (
     AuditInputError,
@@ -33,7 +35,6 @@ from replay.audit import (
     single_select,
 )
 from replay.export import export_ledger
-from replay.golden import GOLDEN_DIR, load_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +64,7 @@ def export_dir(ledger_file: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     ledger = _open_copy(ledger_file)
     try:
         out = tmp_path_factory.mktemp("export") / "export"
-        export_ledger(ledger, out, titan_version="test", read_models=False)
+        export_ledger(ledger, out, titan_version="test", read_side=READ_SIDE)
     finally:
         ledger.close()
     return out
@@ -348,7 +349,7 @@ def test_a_live_query_on_postgresql_runs_on_read_only_sessions(pg_url: str) -> N
     store = open_ledger(read_only_url(pg_url), create=False)
     try:
         result = query_live(
-            "SELECT count(*), max(position) FROM records", store, titan_version="test", read_models=False
+            "SELECT count(*), max(position) FROM records", store, titan_version="test"
         )
     finally:
         store.close()

@@ -143,13 +143,13 @@ def test_a_deleted_last_command_passes_verify_but_the_checkpoints_name_the_trunc
 
 @pytest.fixture
 def writer_url(settings_url: str, pg_server: PostgresServer) -> Iterator[str]:
-    """titan's documented least-privilege writer role (infra/sql/postgres_roles.sql)."""
+    """titan's documented least-privilege writer role (adapters/postgres/sql/roles.sql)."""
     suffix = uuid.uuid4().hex[:8]
     writer, auditor = f"titan_writer_{suffix}", f"titan_auditor_{suffix}"
     with psycopg.connect(settings_url, autocommit=True) as connection:
         connection.execute(sql.SQL("SET titan.writer_role = {}").format(sql.Literal(writer)))
         connection.execute(sql.SQL("SET titan.auditor_role = {}").format(sql.Literal(auditor)))
-        connection.execute((ROOT / "infra" / "sql" / "postgres_roles.sql").read_bytes())
+        connection.execute((ROOT / "adapters" / "postgres" / "sql" / "roles.sql").read_bytes())
     parts = urlsplit(settings_url)
     try:
         yield urlunsplit(parts._replace(netloc=f"{writer}@{parts.netloc.rsplit('@', 1)[-1]}"))

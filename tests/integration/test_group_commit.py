@@ -12,15 +12,15 @@ import psycopg
 import pytest
 
 from adapters.loop_thread import run_on
-from adapters.postgres_ledger import PostgresLease, PostgresLedger
-from adapters.sqlite_ledger import SQLiteLedger
+from adapters.postgres.ledger import PostgresLease, PostgresLedger
+from adapters.postgres.migrations import upgrade
+from adapters.sqlite.ledger import SQLiteLedger
 from commands.envelope import account_stream
 from commands.handlers import HANDLERS, Bus, Context, Outcome
 from commands.lease import LeaseLost, LeaseRefused, StreamLease
 from commands.ports import Ledger, LedgerError, LedgerUnreachable, NewRecord
 from commands.writer import AccountWriter, GroupCommitBus, PolicyIntegrityError, WriterUnavailable
 from infra.core import Core, load_core
-from infra.pg_migrations import upgrade
 from infra.writers import lease_store
 from replay.chain import verify_ledger
 from tests.integration.writer_support import FaultyStore, activation, command_ids, orders

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 
-from adapters.sqlite_ledger import LEDGER_FORMAT, SQLiteLedger
+from adapters.sqlite.ledger import LEDGER_FORMAT, SQLiteLedger
 from commands.ports import Ledger, LedgerError, NewRecord, Record, VersionConflict
 from replay.chain import verify_ledger
 from schemas.canonical import GENESIS_HASH, canonical_bytes, parse, record_hash
@@ -350,7 +350,7 @@ class TestSQLiteFileLedger(LedgerContract):
         script = textwrap.dedent(
             """
             import sys
-            from adapters.sqlite_ledger import SQLiteLedger
+            from adapters.sqlite.ledger import SQLiteLedger
             from commands.ports import NewRecord
             path, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
             ledger = SQLiteLedger(path, lock_timeout_s=30)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sqlite_ledger import SQLiteLedger
+from adapters.sqlite.ledger import SQLiteLedger
 from commands.ports import LedgerError, NewRecord
 from infra.bootstrap import open_ledger
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from adapters.postgres_ledger import PostgresLedger
+from adapters.postgres.ledger import PostgresLedger
+from adapters.postgres.migrations import MIGRATIONS_DIR, MigrationError, discover, status, upgrade
 from commands.ports import NewRecord
-from infra.pg_migrations import MIGRATIONS_DIR, MigrationError, discover, status, upgrade
 from replay.chain import verify_ledger
 
 pytestmark = pytest.mark.integration

@@ -21,10 +21,11 @@ import psycopg
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
+from adapters.postgres.migrations import upgrade
 from commands.ports import Ledger
 from infra.bootstrap import open_ledger
-from infra.pg_migrations import upgrade
-from infra.read_models import open_store, store_url_for
+from infra.golden import GOLDEN_DIR, load_manifest
+from infra.read_models import READ_SIDE, open_store, store_url_for
 from projections import registry
 from projections.audit import compare_digests
 from projections.budget import money_units
@@ -33,7 +34,6 @@ from projections.runner import Runner, rebuild_many
 from projections.values import decimal_text, int_text, json_loads, json_text, parse_int
 from replay.chain import verify_ledger
 from replay.export import ExportError, export_ledger, verify_export
-from replay.golden import GOLDEN_DIR, load_manifest
 from tests.poisoned_support import (
     FEES_MONEY,
     HUGE_FEE,
@@ -127,7 +127,7 @@ def test_the_poisoned_session_records_what_bdfcdfd_recorded(poisoned: tuple[str,
 def test_export_keeps_every_poisoned_value_exact(poisoned: tuple[str, Ledger, Poisoned], tmp_path: Path) -> None:
     _, ledger, _ = poisoned
     out = tmp_path / "export"
-    manifest = export_ledger(ledger, out, titan_version="test").manifest
+    manifest = export_ledger(ledger, out, titan_version="test", read_side=READ_SIDE).manifest
     assert verify_export(out) == []
     assert not [n for n in manifest["notes"] if "not exported" in n], manifest["notes"]
     assert {"rm_budget", "rm_orders", "rm_truth", "rm_breaker_transitions"} <= set(manifest["read_models"])
@@ -262,18 +262,18 @@ def test_export_follows_a_symbolic_link_and_refuses_a_bad_one_in_one_line(tmp_pa
         build_poisoned(ledger)
         (tmp_path / "empty").mkdir()
         (tmp_path / "to-empty").symlink_to(tmp_path / "empty")
-        export_ledger(ledger, tmp_path / "to-empty", titan_version="test", read_models=False)
+        export_ledger(ledger, tmp_path / "to-empty", titan_version="test", read_side=READ_SIDE)
         assert (tmp_path / "to-empty").is_symlink() and (tmp_path / "empty" / "manifest.json").is_file()
         (tmp_path / "dangling").symlink_to(tmp_path / "not-yet")
-        export_ledger(ledger, tmp_path / "dangling", titan_version="test", read_models=False)
+        export_ledger(ledger, tmp_path / "dangling", titan_version="test", read_side=READ_SIDE)
         assert verify_export(tmp_path / "not-yet") == []
         (tmp_path / "loop").symlink_to(tmp_path / "loop")
         with pytest.raises(ExportError, match="cannot be followed"):
-            export_ledger(ledger, tmp_path / "loop", titan_version="test")
+            export_ledger(ledger, tmp_path / "loop", titan_version="test", read_side=READ_SIDE)
         (tmp_path / "file").write_text("x")
         (tmp_path / "to-file").symlink_to(tmp_path / "file")
         with pytest.raises(ExportError, match="not a directory"):
-            export_ledger(ledger, tmp_path / "to-file", titan_version="test")
+            export_ledger(ledger, tmp_path / "to-file", titan_version="test", read_side=READ_SIDE)
     finally:
         ledger.close()
     url = "sqlite:///" + str(tmp_path / "l.db")

@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from adapters.postgres_ledger import PostgresLedger
+from adapters.postgres.ledger import PostgresLedger
+from adapters.postgres.migrations import upgrade
 from commands.ports import NewRecord, Record
-from infra.pg_migrations import upgrade
 from replay.chain import (
     ANCHOR_MISMATCH,
     HASH_MISMATCH,
@@ -210,7 +210,7 @@ def test_swapped_states_are_named_at_the_first_of_the_two(ledger_db: tuple[str, 
     assert (report.code, report.position) == (ROW_ENVELOPE_MISMATCH, 8)
 
 
-# Least-privilege roles (infra/sql/postgres_roles.sql).
+# Least-privilege roles (adapters/postgres/sql/roles.sql).
 
 
 @pytest.fixture
@@ -219,7 +219,7 @@ def roles(ledger_db: tuple[str, list[Record]], pg_server: PostgresServer) -> Ite
     url, _ = ledger_db
     suffix = uuid.uuid4().hex[:8]
     writer, auditor = f"titan_writer_{suffix}", f"titan_auditor_{suffix}"
-    script = (ROOT / "infra" / "sql" / "postgres_roles.sql").read_text()
+    script = (ROOT / "adapters" / "postgres" / "sql" / "roles.sql").read_text()
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(sql.SQL("SET titan.writer_role = {}").format(sql.Literal(writer)))
         connection.execute(sql.SQL("SET titan.auditor_role = {}").format(sql.Literal(auditor)))

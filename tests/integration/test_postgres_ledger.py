@@ -19,14 +19,14 @@ import psycopg
 import pytest
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 
-from adapters.postgres_ledger import (
+from adapters.postgres.ledger import (
     EVENTSOURCING_CHANNEL,
     NOTIFY_CHANNEL,
     PostgresLedger,
 )
-from adapters.sqlite_ledger import LEDGER_FORMAT
+from adapters.postgres.migrations import upgrade
+from adapters.sqlite.ledger import LEDGER_FORMAT
 from commands.ports import Ledger, LedgerError, LedgerUnreachable
-from infra.pg_migrations import upgrade
 from replay.chain import verify_ledger
 from schemas.canonical import GENESIS_HASH
 from tests.integration.test_ledger_contract import LedgerContract, new, summary
@@ -206,7 +206,7 @@ class TestPostgresLedger(LedgerContract):
         script = textwrap.dedent(
             """
             import sys
-            from adapters.postgres_ledger import PostgresLedger
+            from adapters.postgres.ledger import PostgresLedger
             from commands.ports import NewRecord
             url, name, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
             ledger = PostgresLedger(url)

@@ -13,11 +13,13 @@ import pytest
 
 from commands.ports import Ledger
 from infra.bootstrap import bootstrap, open_ledger
-from infra.core import load_core
+from infra.core import load_core, load_cores
 from infra.demo import run as run_demo
+from infra.golden import GOLDEN_DIR, SPECS, load_manifest
+from infra.read_models import READ_SIDE
 from infra.settings import Settings
-from replay.cores import CoreSlot, load_cores
-from replay.golden import GOLDEN_DIR, SPECS, file_sha256, load_manifest
+from replay.cores import CoreSlot
+from replay.export import file_sha256
 from replay.verify import RECORD_DIFFERS, verify_replay
 
 pytestmark = pytest.mark.integration
@@ -58,21 +60,21 @@ def golden_copy(tmp_path: Path) -> Iterator[Any]:
 
 def test_every_golden_spec_has_a_committed_ledger() -> None:
     assert {spec.name for spec in SPECS} == set(MANIFEST["ledgers"]), (
-        "a golden spec without its ledger: write it with `python -m replay.golden regenerate NAME`"
+        "a golden spec without its ledger: write it with `python -m infra.golden regenerate NAME`"
     )
     for _name, entry in GOLDEN:
         path = GOLDEN_DIR / entry["file"]
         assert path.exists()
         assert file_sha256(path) == entry["sha256"], (
             f"{entry['file']} changed without its manifest entry: golden ledgers are only written by "
-            "`python -m replay.golden regenerate` (docs/replay.md)"
+            "`python -m infra.golden regenerate` (docs/replay.md)"
         )
 
 
 @pytest.mark.parametrize(("name", "entry"), GOLDEN, ids=[name for name, _ in GOLDEN])
 def test_golden_ledger_replays_identically(name: str, entry: dict[str, Any], golden_copy: Any) -> None:
     ledger = golden_copy(entry)
-    report = verify_replay(ledger)
+    report = verify_replay(ledger, load_cores("both"), read_side=READ_SIDE)
     assert report.ok, report.summary() + "\n" + repr(report.divergence)
     assert report.chain is not None
     assert (report.chain.head_position, report.chain.head_hash) == (entry["head_position"], entry["head_hash"])
@@ -101,7 +103,7 @@ def _demo_ledger(url: str, seed: int, orders: int) -> Ledger:
 def test_fresh_demo_ledger_replays_identically(tmp_path: Path, seed: int, orders: int) -> None:
     ledger = _demo_ledger("sqlite:///" + str(tmp_path / "demo.db"), seed, orders)
     try:
-        report = verify_replay(ledger)
+        report = verify_replay(ledger, load_cores("both"), read_side=READ_SIDE)
     finally:
         ledger.close()
     assert report.ok, report.summary() + "\n" + repr(report.divergence)
@@ -117,7 +119,7 @@ def ledger_records(report: Any) -> int:
 def test_fresh_demo_ledger_replays_identically_in_memory() -> None:
     ledger = _demo_ledger("sqlite:///:memory:", 5, 50)
     try:
-        report = verify_replay(ledger)
+        report = verify_replay(ledger, load_cores("both"), read_side=READ_SIDE)
     finally:
         ledger.close()
     assert report.ok, report.summary()
@@ -126,7 +128,7 @@ def test_fresh_demo_ledger_replays_identically_in_memory() -> None:
 def test_fresh_demo_ledger_replays_identically_on_postgresql(pg_url: str) -> None:
     ledger = _demo_ledger(pg_url, 9, 60)
     try:
-        report = verify_replay(ledger)
+        report = verify_replay(ledger, load_cores("both"), read_side=READ_SIDE)
     finally:
         ledger.close()
     assert report.ok, report.summary() + "\n" + repr(report.divergence)
@@ -166,7 +168,7 @@ def test_the_gate_names_the_first_divergence_of_a_core_changed_on_purpose(
 
     ledger = golden_copy(MANIFEST["ledgers"]["demo-seed7-orders40"])
     command_id, position = _first_accepted_with_collar(ledger)
-    report = verify_replay(ledger, [CoreSlot("interpreted", core)], projections=False)
+    report = verify_replay(ledger, [CoreSlot("interpreted", core)])
 
     assert not report.ok
     divergence = report.divergence

@@ -21,11 +21,12 @@ from commands.views import state_view
 from infra.bootstrap import bootstrap, open_ledger
 from infra.core import load_core
 from infra.demo import run as run_demo
+from infra.golden import GOLDEN_DIR, load_manifest
+from infra.read_models import READ_SIDE
 from infra.settings import Settings
 from replay.audit import AuditInputError, query_export
 from replay.explain import explain, slippage_bps
 from replay.export import ChainBroken, ExportError, export_ledger, verify_export
-from replay.golden import GOLDEN_DIR, load_manifest
 from replay.points import parse_point
 from replay.state_at import ReplayInputError, replay_state
 from replay.whatif import what_if
@@ -253,7 +254,7 @@ def test_explain_the_demo_order_shows_every_check_with_value_and_limit(demo: tup
 def test_export_writes_parquet_whose_manifest_matches(demo: tuple[Ledger, Any, dict[str, Any]], tmp_path: Path) -> None:
     ledger, _, _ = demo
     out = tmp_path / "export"
-    result = export_ledger(ledger, out, titan_version="test")
+    result = export_ledger(ledger, out, titan_version="test", read_side=READ_SIDE)
     manifest = result.manifest
     assert verify_export(out) == []
     position, head_hash, count = ledger.head()
@@ -278,10 +279,10 @@ def test_export_refuses_a_directory_that_is_not_empty(golden_demo: Ledger, tmp_p
     out.mkdir()
     (out / "something").write_text("x")
     with pytest.raises(ExportError, match="exists and is not empty"):
-        export_ledger(golden_demo, out, titan_version="test")
+        export_ledger(golden_demo, out, titan_version="test", read_side=READ_SIDE)
     empty = tmp_path / "empty"
     empty.mkdir()
-    export_ledger(golden_demo, empty, titan_version="test", read_models=False)
+    export_ledger(golden_demo, empty, titan_version="test", read_side=READ_SIDE)
     assert (empty / "manifest.json").exists()
 
 
@@ -297,7 +298,7 @@ def test_export_refuses_a_broken_chain_and_leaves_nothing(tmp_path: Path) -> Non
     ledger = open_ledger("sqlite:///" + str(copy), create=False)
     try:
         with pytest.raises(ChainBroken, match="position 20"):
-            export_ledger(ledger, tmp_path / "out", titan_version="test")
+            export_ledger(ledger, tmp_path / "out", titan_version="test", read_side=READ_SIDE)
     finally:
         ledger.close()
     assert not (tmp_path / "out").exists()
@@ -312,7 +313,7 @@ def _doc_queries() -> list[str]:
 def test_the_example_queries_of_docs_audit_md_answer(demo: tuple[Ledger, Any, dict[str, Any]], tmp_path: Path) -> None:
     ledger, _, _ = demo
     out = tmp_path / "export"
-    export_ledger(ledger, out, titan_version="test")
+    export_ledger(ledger, out, titan_version="test", read_side=READ_SIDE)
     queries = _doc_queries()
     assert len(queries) >= 5
     answered = {}
@@ -335,7 +336,7 @@ def test_audit_sql_reports_bad_queries_and_bad_exports(tmp_path: Path) -> None:
         query_export("SELECT 1", tmp_path / "plain")
     ledger = _copy_golden(tmp_path, "demo-seed2026-orders25")
     try:
-        export_ledger(ledger, tmp_path / "ok", titan_version="test", read_models=False)
+        export_ledger(ledger, tmp_path / "ok", titan_version="test", read_side=READ_SIDE)
     finally:
         ledger.close()
     with pytest.raises(AuditInputError, match="the query failed"):

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.sqlite_ledger import SQLiteLedger
+from adapters.sqlite.ledger import SQLiteLedger
 from commands.ports import LedgerError, NewRecord, Record
 from replay.chain import (
     ANCHOR_MISMATCH,

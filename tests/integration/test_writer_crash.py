@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.postgres_ledger import PostgresLedger
+from adapters.postgres.ledger import PostgresLedger
+from adapters.postgres.migrations import upgrade
 from commands.envelope import COMMAND_RECORDED, account_stream
-from infra.pg_migrations import upgrade
 from replay.chain import verify_ledger
 from tests.integration.writer_support import activation, orders
 

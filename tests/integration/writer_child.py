@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from adapters.postgres_ledger import PostgresLedger
+from adapters.postgres.ledger import PostgresLedger
 from commands.writer import AccountWriter
 from infra.core import load_core
 from schemas import commands as wire

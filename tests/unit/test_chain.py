@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from commands.chain import CorruptRecord, seal
 from commands.ports import Ledger, NewRecord, Record
 from replay.chain import (
     ANCHOR_MISMATCH,
@@ -21,8 +22,6 @@ from replay.chain import (
     PREV_HASH_MISMATCH,
     ROW_ENVELOPE_MISMATCH,
     VERSION_GAP,
-    CorruptRecord,
-    seal,
     verify_chain,
     verify_ledger,
 )

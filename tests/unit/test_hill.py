@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from adapters.hill import HillError, default_k, hill_exponent, quantized
+from adapters.paper.hill import HillError, default_k, hill_exponent, quantized
 
 
 def pareto(alpha: float, n: int, seed: int) -> list[str]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from adapters.local_lease import LocalLeaseStore
-from adapters.sqlite_ledger import SQLiteLedger
+from adapters.sqlite.lease import LocalLeaseStore
+from adapters.sqlite.ledger import SQLiteLedger
 from commands.handlers import HANDLERS, Bus, Context, Outcome
 from commands.lease import LeaseRefused, StreamLease
 from commands.ports import LedgerError, NewRecord, Record

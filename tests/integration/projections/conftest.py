@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sqlite_ledger import SQLiteLedger
-from infra.pg_migrations import upgrade_async
+from adapters.postgres.migrations import upgrade_async
+from adapters.sqlite.ledger import SQLiteLedger
 from infra.read_models import open_store as open_read_models
 from projections.store import ReadModelStore
 from tests.projections_support import interpreted_bus, run, run_demo

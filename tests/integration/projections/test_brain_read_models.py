@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from adapters.sqlite_ledger import SQLiteLedger
+from adapters.sqlite.ledger import SQLiteLedger
 from infra.read_models import open_store
 from projections import breaker, budget, registry, truth, venue_quality
 from projections.runner import Runner, rebuild

@@ -13,11 +13,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-import projections as read_side
-from adapters.sqlite_ledger import SQLiteLedger
+from adapters.sqlite.ledger import SQLiteLedger
 from commands.ports import Ledger
 from commands.views import state_view
 from infra.bootstrap import open_ledger
+from infra.read_models import READ_SIDE as read_side
 from projections import registry
 from projections.runner import Runner, rebuild, status
 from projections.store import Batch, ReadModelStore, SchemaMismatch
@@ -385,7 +385,7 @@ def test_replay_verify_and_export_hooks(demo_ledger: SQLiteLedger, demo_ledger_f
 
 
 def test_an_embedded_table_that_no_longer_matches_its_declaration_is_rebuilt(demo_ledger: SQLiteLedger, demo_ledger_file: Path) -> None:
-    from adapters.sqlite_read_models import SQLiteReadModelStore
+    from adapters.sqlite.read_models import SQLiteReadModelStore
 
     with sqlite3.connect(demo_ledger_file) as db:  # an older titan's rm_positions
         db.execute("CREATE TABLE rm_positions (account_id TEXT, quantity TEXT)")

@@ -89,7 +89,7 @@ def test_changes_leave_the_rows_the_reference_semantics_give(open_store: OpenSto
 
 
 def test_a_digest_depends_only_on_the_rows_not_on_the_store_or_the_batching(open_store: OpenStore, tmp_path) -> None:
-    from adapters.sqlite_read_models import SQLiteReadModelStore
+    from adapters.sqlite.read_models import SQLiteReadModelStore
 
     changes = random_changes(random.Random(7), 300)
 

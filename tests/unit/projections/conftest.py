@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from adapters.sqlite_ledger import SQLiteLedger
+from adapters.sqlite.ledger import SQLiteLedger
 from commands.handlers import Bus, Outcome
 from commands.ports import Record
 from commands.views import state_view

@@ -18,11 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from commands.ports import Ledger
-
-from . import registry
-from .model import Projection
-from .runner import REBUILD_BATCH, Runner, ledger_head, rebuild, rebuild_many
-from .store import ReadModelStore
+from projections import registry
+from projections.model import Projection
+from projections.runner import REBUILD_BATCH, Runner, ledger_head, rebuild, rebuild_many
+from projections.store import ReadModelStore
 
 
 async def _reset(store: ReadModelStore, projections: Sequence[Projection]) -> None:

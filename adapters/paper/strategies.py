@@ -11,9 +11,8 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from adapters.paper_venue import PaperInstrument
-
-from .sim_market import Market
+from adapters.paper.market import Market
+from adapters.paper.venue import PaperInstrument
 
 Side = Literal["BUY", "SELL"]
 

@@ -28,14 +28,13 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from adapters.postgres_ledger import PostgresLedger, connect
+from adapters.postgres.ledger import PostgresLedger, connect
+from adapters.postgres.migrations import upgrade_async
 from adapters.redact import redact
 from commands.writer import DEFAULT_MAX_BATCH, AccountWriter
+from infra.bench import ACCOUNT, order_flow
+from infra.core import CoreUnavailableError, load_core
 from schemas import commands as wire
-
-from .bench import ACCOUNT, order_flow
-from .core import CoreUnavailableError, load_core
-from .pg_migrations import upgrade_async
 
 DEFAULT_COMMANDS: Final = 5_000
 DEFAULT_RATE: Final = 1_000
@@ -210,13 +209,13 @@ def print_results(console: Console, results: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    """`python -m infra.bench_postgres URL [COMMANDS [RATE]]`: print the table and the JSON."""
+    """`python -m infra.bench.postgres URL [COMMANDS [RATE]]`: print the table and the JSON."""
     import sys
 
     import orjson
 
     if len(sys.argv) < 2:
-        raise SystemExit("usage: python -m infra.bench_postgres postgresql://… [COMMANDS [RATE]]")
+        raise SystemExit("usage: python -m infra.bench.postgres postgresql://… [COMMANDS [RATE]]")
     commands = int(sys.argv[2]) if len(sys.argv) > 2 else DEFAULT_COMMANDS
     rate = float(sys.argv[3]) if len(sys.argv) > 3 else DEFAULT_RATE
     results = run(sys.argv[1], commands, rate=rate)

@@ -7,18 +7,17 @@ layout that would decide one recorded command differently fails CI.
 
 A golden ledger is never rewritten by a test. It is (re)generated only on purpose, with
 
-    python -m replay.golden regenerate NAME ...            # write the named ledgers if missing
-    python -m replay.golden regenerate --overwrite NAME    # replace one: read docs/replay.md first
+    python -m infra.golden regenerate NAME ...            # write the named ledgers if missing
+    python -m infra.golden regenerate --overwrite NAME    # replace one: read docs/replay.md first
 
 Overwriting a golden ledger throws away the proof it carries; when a new version decides new
-things, ADD a golden ledger under a new name and keep the old ones. `python -m replay.golden list`
-shows them; `python -m replay.golden check` verifies them all (what the test does).
+things, ADD a golden ledger under a new name and keep the old ones. `python -m infra.golden list`
+shows them; `python -m infra.golden check` verifies them all (what the test does).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shlex
 import sqlite3
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
+
+from replay.export import file_sha256
 
 GOLDEN_DIR: Final = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "golden"
 MANIFEST_NAME: Final = "golden.json"
@@ -110,15 +111,6 @@ def load_manifest(directory: Path = GOLDEN_DIR) -> dict[str, Any]:
     return document
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as raw:
-        for block in iter(lambda: raw.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _git_commit() -> str:
     root = Path(__file__).resolve().parents[1]
     try:
@@ -197,7 +189,7 @@ def regenerate(names: list[str], *, overwrite: bool, directory: Path = GOLDEN_DI
             **facts,
             "sha256": file_sha256(final),
             "written_by": {"titan_version": titan_version(), "git_commit": _git_commit()},
-            "command": "python -m replay.golden regenerate " + shlex.quote(spec.name),
+            "command": "python -m infra.golden regenerate " + shlex.quote(spec.name),
         }
         manifest["ledgers"][spec.name] = entry
         written.append(spec.name)
@@ -214,8 +206,10 @@ def regenerate(names: list[str], *, overwrite: bool, directory: Path = GOLDEN_DI
 def check(directory: Path = GOLDEN_DIR) -> int:
     """Run the determinism gate on a copy of every golden ledger; 0 when all replay identically."""
     from infra.bootstrap import open_ledger
+    from replay.verify import verify_replay
 
-    from .verify import verify_replay
+    from .core import load_cores
+    from .read_models import READ_SIDE
 
     failures = 0
     for name, entry in load_manifest(directory)["ledgers"].items():
@@ -224,7 +218,7 @@ def check(directory: Path = GOLDEN_DIR) -> int:
             copy.write_bytes((directory / entry["file"]).read_bytes())
             ledger = open_ledger("sqlite:///" + str(copy), create=False)
             try:
-                report = verify_replay(ledger)
+                report = verify_replay(ledger, load_cores("both"), read_side=READ_SIDE)
             finally:
                 ledger.close()
         status = "ok" if report.ok else "DIVERGED"
@@ -234,8 +228,8 @@ def check(directory: Path = GOLDEN_DIR) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m replay.golden regenerate|list|check`."""
-    parser = argparse.ArgumentParser(prog="python -m replay.golden", description=__doc__.split("\n\n")[0])
+    """`python -m infra.golden regenerate|list|check`."""
+    parser = argparse.ArgumentParser(prog="python -m infra.golden", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="action", required=True)
     regen = sub.add_parser("regenerate", help="write golden ledgers (missing ones; --overwrite to replace)")
     regen.add_argument("names", nargs="*", help="which ones (default: all)")

@@ -19,15 +19,14 @@ from rich.console import Console
 from rich.table import Table
 
 from commands.handlers import Bus
+from infra.bench.baseline import baseline_postgres, baseline_sqlite
+from infra.bench.figures import throughput
+from infra.bootstrap import bootstrap, open_ledger
+from infra.core import CoreUnavailableError, load_core
+from infra.settings import Settings
+from infra.submit import default_policy
 from schemas import commands as wire
 from schemas.policy import policy_hash
-
-from .bench_baseline import baseline_postgres, baseline_sqlite
-from .bench_figures import throughput
-from .bootstrap import bootstrap, open_ledger
-from .core import CoreUnavailableError, load_core
-from .settings import Settings
-from .submit import default_policy
 
 START_TS_NS = 1_767_225_600_000_000_000
 STEP_NS = 150_000_000  # 150 ms between commands: under the default order-rate limit
@@ -117,8 +116,7 @@ def _embedded_group_commit(flow: list[wire.AnyCommand], core: Any) -> dict[str, 
     import asyncio
 
     from commands.writer import AccountWriter
-
-    from .writers import lease_store
+    from infra.writers import lease_store
 
     async def go(url: str) -> dict[str, Any]:
         ledger = open_ledger(url)
@@ -197,7 +195,7 @@ def run(
     _timed(results, "embedded_group_commit", lambda: _embedded_group_commit(flow[: durable_n * 4], core))
     _timed(results, "baseline_sqlite", lambda: baseline_sqlite(min(durable_n, 2_000)))
     if pg_url:
-        from .bench_postgres import run as postgres_run
+        from infra.bench.postgres import run as postgres_run
 
         results["machine"]["postgresql"] = _postgres_version(pg_url)
         _timed(results, "postgres", lambda: postgres_run(pg_url, durable_n * 2, core=core))
@@ -212,11 +210,10 @@ def _replay_and_export(records: int) -> dict[str, Any]:
     """Replay verify, projection rebuild and export on one demo ledger of about `records` records."""
     import asyncio
 
-    from projections.bench import measure as projections_measure
-    from replay.bench import demo_ledger
-    from replay.bench import measure as replay_measure
-
-    from .read_models import open_store
+    from infra.bench.projections import measure as projections_measure
+    from infra.bench.replay import demo_ledger
+    from infra.bench.replay import measure as replay_measure
+    from infra.read_models import open_store
 
     with tempfile.TemporaryDirectory() as directory:
         url = demo_ledger(Path(directory) / "bench.db", records)

@@ -1,7 +1,7 @@
 -- Least-privilege roles for a titan ledger database (docs/postgres.md, "Roles").
 --
 -- Run as the owner of the ledger's tables (the role that ran `titan db upgrade`), with CREATEROLE:
---     psql "postgresql://owner@host/db" -f infra/sql/postgres_roles.sql
+--     psql "postgresql://owner@host/db" -f adapters/postgres/sql/roles.sql
 -- Role names default to titan_writer and titan_auditor; choose others with
 --     PGOPTIONS="-c titan.writer_role=NAME -c titan.auditor_role=NAME" psql ... -f ...
 -- Idempotent: roles are created when missing, grants repeated harmlessly. Passwords and

@@ -18,7 +18,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
-from .bench_figures import throughput
+from infra.bench.figures import throughput
 
 
 class Account(Aggregate):

@@ -19,12 +19,11 @@ from rich.markup import escape
 
 from commands.lease import LeaseRefused
 from commands.ports import Ledger, LedgerError, LedgerUnreachable
+from infra.bootstrap import account_writer, open_ledger
+from infra.checkpointing import CheckpointError, checkpoint_if_configured
+from infra.settings import Settings
 from schemas.intake import WireInputError, parse_new_policy
 from schemas.policy import PolicyDocument
-
-from .bootstrap import account_writer, open_ledger
-from .checkpointing import CheckpointError, checkpoint_if_configured
-from .settings import Settings
 
 if TYPE_CHECKING:
     from commands.handlers import Bus

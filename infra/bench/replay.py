@@ -10,8 +10,8 @@ A benchmark, never a test. `measure(url)` measures an existing ledger; `run(reco
 demo ledger of about that many records into a scratch directory first (slow for large sizes:
 the demo decides and appends every command, ~2k commands/s).
 
-    python -m replay.bench measure sqlite:////tmp/l1m.db
-    python -m replay.bench run --records 100000
+    python -m infra.bench.replay measure sqlite:////tmp/l1m.db
+    python -m infra.bench.replay run --records 100000
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ RECORDS_PER_DEMO_ORDER: Final = 6.9
 
 def _child_verify(url: str, core: str) -> dict[str, Any]:
     from infra.bootstrap import open_ledger
-
-    from .cores import CoreChoice, load_cores
-    from .verify import verify_replay
+    from infra.core import load_cores
+    from replay.cores import CoreChoice
+    from replay.verify import verify_replay
 
     slots = load_cores(cast(CoreChoice, core))
     ledger = open_ledger(url, create=False)
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     began = time.perf_counter()
-    report = verify_replay(ledger, slots, projections=False, batch=2000)
+    report = verify_replay(ledger, slots, batch=2000)
     elapsed = time.perf_counter() - began
     ledger.close()
     return {
@@ -61,13 +61,12 @@ def _child_verify(url: str, core: str) -> dict[str, Any]:
 def _child_export(url: str) -> dict[str, Any]:
     from infra.bootstrap import open_ledger
     from infra.version import titan_version
-
-    from .export import export_ledger
+    from replay.export import export_ledger
 
     ledger = open_ledger(url, create=False)
     with tempfile.TemporaryDirectory(prefix="titan-bench-export-") as scratch:
         baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        result = export_ledger(ledger, Path(scratch) / "export", titan_version=titan_version(), read_models=False)
+        result = export_ledger(ledger, Path(scratch) / "export", titan_version=titan_version())
         size = sum(entry["bytes"] for entry in result.manifest["files"].values())
     ledger.close()
     return {
@@ -81,12 +80,12 @@ def _child_export(url: str) -> dict[str, Any]:
 
 
 def _in_subprocess(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     environment = dict(os.environ)
     environment["PYTHONPATH"] = str(root) + os.pathsep + environment.get("PYTHONPATH", "")
     environment.update(env or {})
     done = subprocess.run(
-        [sys.executable, "-m", "replay.bench", "_child", *args],
+        [sys.executable, "-m", "infra.bench.replay", "_child", *args],
         capture_output=True,
         env=environment,
         check=False,
@@ -167,8 +166,8 @@ def format_results(results: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m replay.bench measure URL | run --records N`."""
-    parser = argparse.ArgumentParser(prog="python -m replay.bench")
+    """`python -m infra.bench.replay measure URL | run --records N`."""
+    parser = argparse.ArgumentParser(prog="python -m infra.bench.replay")
     sub = parser.add_subparsers(dest="action", required=True)
     m = sub.add_parser("measure")
     m.add_argument("url")

@@ -14,9 +14,7 @@ import typer
 
 from adapters.checkpoint_file import CheckpointFileError, public_key_hex, write_new_key
 from commands.ports import Ledger, LedgerError, LedgerUnreachable
-from replay.checkpoints import CheckpointReport, key_id
-
-from .checkpointing import (
+from infra.checkpointing import (
     CheckpointError,
     checkpoint_paths,
     log_for,
@@ -24,7 +22,7 @@ from .checkpointing import (
     verifying_key,
     write_checkpoint,
 )
-from .cli_common import (
+from infra.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_UNREACHABLE,
     JsonOpt,
@@ -36,7 +34,8 @@ from .cli_common import (
     print_json,
     settings_for,
 )
-from .settings import Settings
+from infra.settings import Settings
+from replay.checkpoints import CheckpointReport, key_id
 
 SHOWN_FINDINGS = 20
 

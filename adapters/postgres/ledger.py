@@ -5,7 +5,7 @@ Records live in `public.stored_events` exactly as eventsourcing's `PostgresAppli
 `notification_id`. Like the embedded ledger, each append seals its records into the hash chain
 inside its transaction, after taking eventsourcing's table lock (so position order is commit
 order) and reading the anchor (`titan_chain_head`). The schema is created by `titan db upgrade`
-(infra/migrations/postgres/); see docs/postgres.md.
+(adapters/postgres/sql/migrations/); see docs/postgres.md.
 
 The class implements the sync `Ledger` port by running asyncpg on a private event loop thread, and
 offers the same operations as coroutines (`append_async`, …) plus writer leases
@@ -27,8 +27,10 @@ from eventsourcing.persistence import Notification
 
 from adapters.ledger_mapper import LedgerRecord, SealedRecord, TitanMapper
 from adapters.loop_thread import LoopThread, run_on
-from adapters.sqlite_ledger import LEDGER_FORMAT
-from adapters.sqlite_ledger import _check_new_record as check_new_record
+from adapters.redact import redact
+from adapters.sqlite.ledger import LEDGER_FORMAT
+from adapters.sqlite.ledger import _check_new_record as check_new_record
+from commands.chain import seal
 from commands.lease import LeaseLost, LeaseRefused
 from commands.ports import (
     Ledger,
@@ -38,9 +40,6 @@ from commands.ports import (
     Record,
     VersionConflict,
 )
-from replay.chain import seal
-
-from .redact import redact
 
 T = TypeVar("T")
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"

@@ -11,10 +11,10 @@ from typing import NoReturn
 import typer
 from rich.table import Table
 
+from adapters.postgres.migrations import SchemaStatus, status, upgrade
 from commands.ports import LedgerError, LedgerUnreachable
-
-from .bootstrap import POSTGRES_SCHEMES
-from .cli_common import (
+from infra.bootstrap import POSTGRES_SCHEMES
+from infra.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
     EXIT_OK,
@@ -26,7 +26,6 @@ from .cli_common import (
     print_json,
     settings_for,
 )
-from .pg_migrations import SchemaStatus, status, upgrade
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:

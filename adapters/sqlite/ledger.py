@@ -27,8 +27,8 @@ from eventsourcing.sqlite import (
 )
 
 from adapters.ledger_mapper import LedgerRecord, SealedRecord, TitanMapper
+from commands.chain import CHAIN_FIELDS, seal
 from commands.ports import Ledger, LedgerError, NewRecord, Record, VersionConflict
-from replay.chain import CHAIN_FIELDS, seal
 from schemas.canonical import GENESIS_HASH
 
 LEDGER_FORMAT: Final = "titan-ledger/1"

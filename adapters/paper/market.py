@@ -10,7 +10,7 @@ import random
 from decimal import Decimal
 from typing import Literal
 
-from adapters.paper_venue import PaperInstrument
+from adapters.paper.venue import PaperInstrument
 
 Regime = Literal["RISK_ON", "NEUTRAL", "RISK_OFF", "CRASH"]
 CALM, VOLATILE = 1, 3  # volatility multipliers

@@ -1,6 +1,6 @@
 """Versioned, idempotent schema migrations of a PostgreSQL ledger database (`titan db upgrade`).
 
-Every `NNNN_name.sql` file under infra/migrations/postgres/ is one migration, applied in the
+Every `NNNN_name.sql` file under adapters/postgres/sql/migrations/ is one migration, applied in the
 order of its number, each in its own transaction together with its row in
 `titan_schema_migrations` (version, name, SHA-256 of the file, when). Applied files are never
 edited: a file whose checksum no longer matches its row stops the upgrade. Migrations only add
@@ -22,13 +22,13 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 
-from adapters.postgres_ledger import connect, is_unreachable
+from adapters.postgres.ledger import connect, is_unreachable
 from adapters.redact import redact
 from commands.ports import LedgerError, LedgerUnreachable
 
 T = TypeVar("T")
 
-MIGRATIONS_DIR: Final = Path(__file__).parent / "migrations" / "postgres"
+MIGRATIONS_DIR: Final = Path(__file__).parent / "sql" / "migrations"
 MIGRATION_FILE: Final = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 MIGRATION_LOCK: Final = (0x7469746D, 0)  # "titm": one upgrade at a time per database
 

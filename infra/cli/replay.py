@@ -21,8 +21,7 @@ from rich.table import Table
 
 from adapters.redact import redact
 from commands.ports import Ledger, LedgerError, LedgerUnreachable
-
-from .cli_common import (
+from infra.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
     EXIT_UNREACHABLE,
@@ -37,8 +36,9 @@ from .cli_common import (
     read_policy_file,
     settings_for,
 )
-from .core import CoreUnavailableError, load_core
-from .version import titan_version
+from infra.core import CoreUnavailableError, load_core
+from infra.read_models import READ_SIDE
+from infra.version import titan_version
 
 UntilOpt = Annotated[
     str | None,
@@ -242,7 +242,8 @@ def replay_verify_cmd(
     """The determinism gate: re-decide every recorded command with the compiled and the
     interpreted core and compare every record, field by field and hash by hash; then rebuild
     every projection and compare digests."""
-    from replay.cores import CORE_CHOICES, CoreChoice, load_cores
+    from infra.core import load_cores
+    from replay.cores import CORE_CHOICES, CoreChoice
     from replay.verify import verify_replay
 
     if core not in CORE_CHOICES:
@@ -254,7 +255,7 @@ def replay_verify_cmd(
     url, store = _ledger(ledger, ctx)
     try:
         with _progress("re-deciding", store.head()[2], not as_json) as progress:
-            report = verify_replay(store, slots, progress=progress, projections=projections)
+            report = verify_replay(store, slots, progress=progress, read_side=READ_SIDE if projections else None)
     except LedgerError as error:
         fail(str(error), EXIT_BAD_INPUT)
     finally:
@@ -527,7 +528,7 @@ def ledger_export_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Export the ledger to Parquet (records, commands, read models) with a manifest."""
-    from adapters.sqlite_ledger import LEDGER_FORMAT
+    from adapters.sqlite.ledger import LEDGER_FORMAT
     from replay.export import ChainBroken, ExportError, check_out_dir, export_ledger
 
     try:
@@ -537,7 +538,9 @@ def ledger_export_cmd(
     url, store = _ledger(ledger)
     try:
         with _progress("exporting", store.head()[2], not as_json) as progress:
-            result = export_ledger(store, out_dir, titan_version=titan_version(), progress=progress, ledger_format=LEDGER_FORMAT)
+            result = export_ledger(
+                store, out_dir, titan_version=titan_version(), progress=progress, ledger_format=LEDGER_FORMAT, read_side=READ_SIDE
+            )
     except ExportError as error:
         fail(str(error), EXIT_BAD_INPUT)
     except ChainBroken as error:
@@ -604,14 +607,18 @@ def _audit_live(query: str, ledger: str | None) -> Any:
         if url.startswith(POSTGRES_SCHEMES):
             store = open_ledger(read_only_url(url), create=False)
             try:
-                return query_live(query, store, titan_version=titan_version(), read_models=False)
+                return query_live(query, store, titan_version=titan_version())
             finally:
                 store.close()
         path = sqlite_path(url)
         if path == ":memory:":
             fail(f"--ledger {url}: an in-memory ledger holds nothing to query; pass a ledger file", EXIT_BAD_INPUT)
         return query_sqlite_ledger(
-            query, Path(path), open_copy=lambda copy: open_ledger("sqlite:///" + str(copy), create=False), titan_version=titan_version()
+            query,
+            Path(path),
+            open_copy=lambda copy: open_ledger("sqlite:///" + str(copy), create=False),
+            titan_version=titan_version(),
+            read_side=READ_SIDE,
         )
     except LedgerError as error:
         fail(shown_url(str(error)), EXIT_UNREACHABLE if isinstance(error, LedgerUnreachable) else EXIT_BAD_INPUT)

@@ -1,6 +1,6 @@
 """Read models in PostgreSQL, through asyncpg: `rm_*` tables in the ledger's database.
 
-The tables are created by SQL migrations (`infra/migrations/postgres/0100_projections.sql` …,
+The tables are created by SQL migrations (`adapters/postgres/sql/migrations/0100_projections.sql` …,
 applied by `titan db upgrade`); `prepare` only checks that they match what each projection
 declares. The follower LISTENs on `titan_ledger` (the ledger NOTIFYs it on every append) and falls
 back to polling when no notification comes or the listening connection is lost.
@@ -50,7 +50,7 @@ from projections.values import (
 )
 
 CHANNEL: Final = "titan_ledger"
-MIGRATIONS_HINT: Final = "run `titan db upgrade` (it applies infra/migrations/postgres/*.sql)"
+MIGRATIONS_HINT: Final = "run `titan db upgrade` (it applies adapters/postgres/sql/migrations/*.sql)"
 
 SQL_TYPES: Final[dict[ColumnType, str]] = {
     "text": "text",

@@ -13,13 +13,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from commands.ports import Ledger, LedgerError
-from projections import registry
-from projections.model import Projection
-from projections.runner import Runner, ledger_head, rebuild_many, status
-from projections.store import ReadModelStore, SchemaMismatch, StoreError
-
-from .bootstrap import UnsupportedLedgerURL
-from .cli_common import (
+from infra.bootstrap import UnsupportedLedgerURL
+from infra.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
     EXIT_OK,
@@ -33,7 +28,11 @@ from .cli_common import (
     print_json,
     settings_for,
 )
-from .read_models import open_store
+from infra.read_models import open_store
+from projections import registry
+from projections.model import Projection
+from projections.runner import Runner, ledger_head, rebuild_many, status
+from projections.store import ReadModelStore, SchemaMismatch, StoreError
 
 StoreOpt = Annotated[
     str | None,
@@ -203,7 +202,7 @@ def bench_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Measure rebuild and catch-up records/s of the read models on a ledger (a benchmark)."""
-    from projections.bench import measure, print_results
+    from infra.bench.projections import measure, print_results
 
     results = _run(ledger, store, lambda lg, st: measure(lg, st, repeats=repeats))
     if as_json:

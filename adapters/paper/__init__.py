@@ -1,0 +1,1 @@
+"""The paper venue and the simulated market and strategy phases the demo plays."""

@@ -1,0 +1,1 @@
+"""The PostgreSQL ledger through asyncpg: ledger, leases, read models, migrations and SQL."""
