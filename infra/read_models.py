@@ -7,8 +7,11 @@ prefixed `rm_`, beside the ledger's), or the PostgreSQL database.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import tempfile
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from commands.ports import Ledger, LedgerError
@@ -76,13 +79,36 @@ READ_SIDE = LocalReadSide()
 
 def _with_store(ledger: Ledger, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
     async def main() -> T:
-        store = await open_store(store_url_for(ledger), listen=False)
-        try:
+        async with read_only_store(store_url_for(ledger)) as store:
             return await work(store)
-        finally:
-            await store.close()
 
     return _run_sync(main())
+
+
+@asynccontextmanager
+async def read_only_store(url: str) -> AsyncIterator[ReadModelStore]:
+    """The read models a URL names, for a command that must not change the ledger: an embedded
+    ledger's are opened on a private snapshot of the file, so preparing tables and rebuilding
+    into staging happen in the copy (the ledger file's bytes never change); PostgreSQL's directly
+    (its read-model tables are made by `titan db upgrade`, not here)."""
+    if is_postgres(url):
+        store = await open_store(url, listen=False)
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    from adapters.sqlite.read_models import SQLiteReadModelStore
+    from replay.audit import snapshot_sqlite
+
+    with tempfile.TemporaryDirectory(prefix="titan-read-models-") as scratch:
+        copy = Path(scratch) / "read-models.db"
+        snapshot_sqlite(Path(sqlite_path(url)), copy)
+        store = SQLiteReadModelStore(str(copy))
+        try:
+            yield store
+        finally:
+            await store.close()
 
 
 def _run_sync(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -23,6 +23,7 @@ from infra.cli.common import (
     JsonOpt,
     LedgerOpt,
     out,
+    printable,
 )
 from infra.cli.common import fail as _fail
 from infra.cli.common import open_or_fail as _open
@@ -116,6 +117,7 @@ def state(ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt
     if as_json:
         _print_json(view)
         return
+    view = printable(view)
     out.print(f"account [bold]{view['account_id']}[/]  mode [bold]{view['mode']}[/]  policy {view['policy_id']} {view['policy_hash']}")
     breaker = view["breaker"]
     out.print(

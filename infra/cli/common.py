@@ -6,6 +6,7 @@ builds the app and registers them.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -111,3 +112,23 @@ def writer(settings: Settings, purpose: str, account_ids: Sequence[str]) -> Iter
     """Open the settings' ledger (creating it) and write under these accounts' leases."""
     with writer_for(settings, open_or_fail(settings), purpose, account_ids) as bus:
         yield bus
+
+
+def printable(value: Any) -> Any:
+    """A value fit for the terminal, recursively: control characters shown as escapes (a recorded
+    reason may hold an ESC sequence an earlier titan accepted) and console markup escaped (a
+    reason may hold `[/]`). JSON output is printed as recorded; only text output goes through this."""
+    if isinstance(value, str):
+        return escape(_CONTROL.sub(_shown, value))
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [printable(item) for item in value]
+    return value
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _shown(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"

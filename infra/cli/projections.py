@@ -28,7 +28,7 @@ from infra.cli.common import (
     print_json,
     settings_for,
 )
-from infra.read_models import open_store
+from infra.read_models import open_store, read_only_store
 from projections import registry
 from projections.model import Projection
 from projections.runner import Runner, ledger_head, rebuild_many, status
@@ -64,12 +64,22 @@ def _select(name: str | None) -> list[Projection]:
         fail(f"unknown projection {exc.name!r}; accepted: {', '.join(exc.accepted)}", EXIT_BAD_INPUT)
 
 
-def _run(ledger_url: str | None, store_url: str | None, work: Callable[[Ledger, ReadModelStore], Awaitable[T]]) -> T:
-    """Open the ledger and the store, run `work`, close both; map failures to exit codes."""
+def _run(
+    ledger_url: str | None,
+    store_url: str | None,
+    work: Callable[[Ledger, ReadModelStore], Awaitable[T]],
+    *,
+    read_only: bool = False,
+) -> T:
+    """Open the ledger and the store, run `work`, close both; map failures to exit codes. A
+    read-only run (status) works on a snapshot of an embedded ledger's read models."""
     settings = settings_for(ledger_url)
     ledger = open_or_fail(settings, create=False)
 
     async def main() -> T:
+        if read_only:
+            async with read_only_store(store_url or settings.ledger_url) as snapshot:
+                return await work(ledger, snapshot)
         store = await open_store(store_url or settings.ledger_url)
         try:
             return await work(ledger, store)
@@ -100,7 +110,7 @@ def _progress(enabled: bool) -> Progress:
 def status_cmd(ledger: LedgerOpt = None, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Per projection: tracked position, ledger head, lag, row count and digest."""
     projections = registry.select()
-    report = _run(ledger, store, lambda lg, st: status(lg, st, projections))
+    report = _run(ledger, store, lambda lg, st: status(lg, st, projections), read_only=True)
     if as_json:
         print_json({"projections": [item.as_dict() for item in report]})
         return

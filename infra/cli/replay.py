@@ -33,6 +33,7 @@ from infra.cli.common import (
     open_or_fail,
     out,
     print_json,
+    printable,
     read_policy_file,
     settings_for,
 )
@@ -223,7 +224,7 @@ def replay_state_cmd(
         out.print()
         render_view(
             out,
-            entry["state"],
+            printable(entry["state"]),
             f"account {entry['state'].get('account_id')} — last event at position {as_of['position']} "
             f"(stream version {as_of['stream_version']}, {as_of['time']})",
         )
@@ -434,7 +435,7 @@ def explain_cmd(
     if as_json:
         print_json(trace)
         return
-    _print_trace(trace, full_console())
+    _print_trace(printable(trace), full_console())
 
 
 def _print_trace(trace: dict[str, Any], console: Console) -> None:

@@ -80,3 +80,40 @@ def test_replay_verify_says_when_no_read_model_was_compared(titan: Titan, tmp_pa
     assert result.returncode == 0, result.stderr
     assert "digests equal (at position 0)" not in result.stdout
     assert "never run" in result.stdout
+
+
+def test_text_output_never_sends_a_recorded_control_character_to_the_terminal(titan: Titan, tmp_path: Path) -> None:
+    """The poisoned golden ledger (written by an earlier titan) holds a halt reason with NUL, BEL and
+    an ESC colour sequence: text output shows them as escapes, JSON output keeps them as recorded."""
+    import shutil
+
+    from infra.golden import GOLDEN_DIR
+
+    copy = tmp_path / "poisoned.db"
+    shutil.copyfile(GOLDEN_DIR / "poisoned-inputs-v0.db", copy)
+    url = f"sqlite:///{copy}"
+    for args in (("state", "--ledger", url), ("explain", "poison-16", "--ledger", url), ("replay", "--ledger", url)):
+        result = titan(*args)
+        assert result.returncode == 0, (args, result.stderr)
+        assert not any(ord(c) < 32 and c not in "\n" or 0x7F <= ord(c) <= 0x9F for c in result.stdout), args
+    shown = titan("explain", "poison-16", "--ledger", url).stdout
+    assert "\\x1b" in shown and "\\x00" in shown
+    as_json = titan("explain", "poison-16", "--ledger", url, "--json").stdout
+    assert "\\u001b[31m red" in as_json  # the recorded reason, exactly, in JSON's own escape
+
+
+def test_read_only_commands_leave_an_embedded_ledger_file_unchanged(titan: Titan, tmp_path: Path) -> None:
+    """`replay verify` (which rebuilds every read model to compare digests), `projections status`
+    and `ledger export` work on a snapshot: the ledger file's bytes never change."""
+    import hashlib
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    titan.json("demo", "--ledger", url, "--orders", "20", "--json")
+    assert titan("projections", "run", "--ledger", url).returncode == 0
+    before = hashlib.sha256((tmp_path / "ledger.db").read_bytes()).hexdigest()
+    for args in (("replay", "verify", "--ledger", url), ("projections", "status", "--ledger", url),
+                 ("ledger", "export", "--out", str(tmp_path / "export"), "--ledger", url)):
+        result = titan(*args)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+    assert "digests equal" in titan("replay", "verify", "--ledger", url).stdout
+    assert hashlib.sha256((tmp_path / "ledger.db").read_bytes()).hexdigest() == before

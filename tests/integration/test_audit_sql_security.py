@@ -280,6 +280,7 @@ def test_a_live_query_leaves_the_sqlite_ledger_byte_for_byte_unchanged(ledger_fi
         ledger_file,
         open_copy=_open_copy,
         titan_version="test",
+        read_side=READ_SIDE,
     )
     assert result.rows[0][:2] == [ENTRY["records"], ENTRY["head_hash"]]
     assert result.rows[0][2] > 0  # read models were built, in the private snapshot
