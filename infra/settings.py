@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_LEDGER_URL = "sqlite:///.titan/ledger.db"
@@ -35,6 +35,49 @@ class Settings(BaseSettings):
     )
     nats_url: str = Field(
         "nats://127.0.0.1:4222", description="NATS JetStream, for the mirror and intake (TITAN_NATS_URL)"
+    )
+    nats_user: str | None = Field(
+        None, description="NATS user name, with nats_password. Default: none (TITAN_NATS_USER)"
+    )
+    nats_password: SecretStr | None = Field(
+        None, description="NATS password for nats_user; never printed. Default: none (TITAN_NATS_PASSWORD)"
+    )
+    nats_token: SecretStr | None = Field(
+        None,
+        description="NATS authentication token, instead of a user and password; never printed. "
+        "Default: none (TITAN_NATS_TOKEN)",
+    )
+    nats_creds_file: str | None = Field(
+        None,
+        description="Path of a NATS .creds file (user JWT and nkey seed; needs the nkeys package). "
+        "Default: none (TITAN_NATS_CREDS_FILE)",
+    )
+    nats_tls_ca: str | None = Field(
+        None,
+        description="PEM file of the CA that signed the NATS server's certificate; setting it (or a "
+        "tls:// URL) turns TLS on. Default: none, the system's CAs for tls:// (TITAN_NATS_TLS_CA)",
+    )
+    nats_tls_cert: str | None = Field(
+        None,
+        description="PEM client certificate for NATS servers that verify clients, with nats_tls_key. "
+        "Default: none (TITAN_NATS_TLS_CERT)",
+    )
+    nats_tls_key: str | None = Field(
+        None, description="PEM private key of nats_tls_cert. Default: none (TITAN_NATS_TLS_KEY)"
+    )
+    nats_connect_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="How long a service waits for NATS at start before giving up (exit 3); no endless "
+        "reconnect at start (TITAN_NATS_CONNECT_TIMEOUT_S)",
+    )
+    nats_duplicate_window_s: float = Field(
+        120.0,
+        gt=0,
+        le=86_400,
+        description="JetStream's duplicate window on titan's streams, in seconds: a Nats-Msg-Id seen "
+        "again within it is stored once (TITAN_NATS_DUPLICATE_WINDOW_S)",
     )
     checkpoint_key: str | None = Field(
         None,

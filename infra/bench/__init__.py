@@ -201,6 +201,7 @@ def run(
         _timed(results, "postgres", lambda: postgres_run(pg_url, durable_n * 2, core=core))
         _timed(results, "baseline_postgres", lambda: baseline_postgres(pg_url, min(durable_n, 2_000)))
     _timed(results, "replay_and_export", lambda: _replay_and_export(replay_records))
+    _timed(results, "relay", lambda: _relay(quick))
     _ratios(results)
     results["noisy"] = bool(spreads) and statistics.fmean(spreads) > 0.2
     return results
@@ -232,6 +233,13 @@ def _replay_and_export(records: int) -> dict[str, Any]:
         finally:
             ledger.close()
         return figures
+
+
+def _relay(quick: bool) -> dict[str, Any]:
+    """The JetStream mirror: records/s mirrored, and the lag at 5,000 records/s offered."""
+    from infra.bench.relay import run as relay_run
+
+    return relay_run(records=10_000, seconds=3.0) if quick else relay_run()
 
 
 def _ratios(results: dict[str, Any]) -> None:
@@ -294,6 +302,15 @@ def print_results(console: Console, results: dict[str, Any]) -> None:
         rebuild = replay.get("projections", {})
         if "rebuild_all" in rebuild:
             table.add_row("projection rebuild (all, one pass)", f"{rebuild['rebuild_all']['median']:,} records/s")
+    relay = results.get("relay", {})
+    if "unavailable" in relay or "skipped" in relay:
+        table.add_row("relay to JetStream", str(relay.get("unavailable") or relay.get("skipped"))[:120])
+    elif relay:
+        table.add_row(f"relay to JetStream ({relay['relay_records']:,} records; goal ≥ 10,000/s)", f"{relay['relay_records_per_s']:,} records/s")
+        table.add_row(
+            f"relay lag at {relay['lag_offered_records_per_s']:,} records/s offered (goal < 1 s)",
+            f"p50 {relay['lag_p50_s']} s, p99 {relay['lag_p99_s']} s, max {relay['lag_max_s']} s",
+        )
     console.print(table)
     if results["noisy"]:
         console.print("[yellow]warning:[/] repeated runs differ by more than 20%: the machine is busy; figures are unreliable")

@@ -1,4 +1,5 @@
-"""`titan ledger verify`: the hash chain, the anchor, and (with --checkpoints) the signed log."""
+"""`titan ledger verify`: the hash chain, the anchor, and the anchors outside the database: the
+signed checkpoint log (--checkpoints) and the JetStream mirror (--mirror)."""
 
 from __future__ import annotations
 
@@ -38,13 +39,23 @@ def ledger_verify(
             "<ledger>.checkpoints.jsonl beside it; the key: TITAN_CHECKPOINT_PUBLIC_KEY, else the private key file's.",
         ),
     ] = False,
+    mirror: Annotated[
+        bool,
+        typer.Option(
+            "--mirror",
+            help="Also prove the JetStream mirror (TITAN_NATS_URL) matches the ledger record for record; "
+            "a ledger shorter than its mirror is a truncated tail.",
+        ),
+    ] = False,
     checkpoint_log: Annotated[
         str | None, typer.Argument(metavar="[FILE]", help="The checkpoint log that --checkpoints reads.", show_default=False)
     ] = None,
 ) -> None:
     """Verify the hash chain, per-stream versions, position order and the head anchor; with
-    --checkpoints, also that no signed checkpoint was truncated away or forged."""
+    --checkpoints, also that no signed checkpoint was truncated away or forged; with --mirror, that
+    the JetStream mirror holds the same records (a truncated or forged tail disagrees with it)."""
     from infra.cli.checkpoints import check_checkpoints, print_checkpoint_report
+    from infra.cli.relay import mirror_report, print_mirror_report
     from replay.chain import verify_ledger
 
     if checkpoint_log is not None and not checkpoints:
@@ -54,11 +65,21 @@ def ledger_verify(
     try:
         report = verify_ledger(store)
         anchored = check_checkpoints(store, settings, checkpoint_log) if checkpoints else None
+        mirrored = mirror_report(store, settings) if mirror else None
     except LedgerError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
-    ok = report.ok and (anchored is None or anchored.ok)
+    finally:
+        store.close()
+    ok = report.ok and (anchored is None or anchored.ok) and (mirrored is None or mirrored.ok)
     if as_json:
-        _print_json(report.as_dict() if anchored is None else {**report.as_dict(), "ok": ok, "chain_ok": report.ok, "checkpoints": anchored.as_dict()})
+        document = report.as_dict()
+        if anchored is not None or mirrored is not None:
+            document = {**document, "ok": ok, "chain_ok": report.ok}
+        if anchored is not None:
+            document["checkpoints"] = anchored.as_dict()
+        if mirrored is not None:
+            document["mirror"] = mirrored.as_dict()
+        _print_json(document)
     else:
         if report.ok:
             out.print(f"ok: {report.records_checked} records, {report.streams_checked} streams, head {report.head_position} {report.head_hash}")
@@ -66,4 +87,6 @@ def ledger_verify(
             err.print(f"[bold red]ledger verification failed[/] at position {report.position}: {report.code}: {report.message}")
         if anchored is not None:
             print_checkpoint_report(anchored)
+        if mirrored is not None:
+            print_mirror_report(mirrored)
     raise typer.Exit(EXIT_OK if ok else EXIT_CHECK_FAILED)

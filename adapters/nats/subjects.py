@@ -1,0 +1,65 @@
+"""Subjects, stream names and headers that titan's services and their consumers agree on
+(docs/messaging.md). One place names them; every other module imports from here."""
+
+from __future__ import annotations
+
+from typing import Final
+
+CMD_STREAM: Final = "TITAN_CMD"
+EVT_STREAM: Final = "TITAN_EVT"
+DLQ_STREAM: Final = "TITAN_DLQ"
+ADVISORY_STREAM: Final = "TITAN_ADVISORY"
+
+CMD_PREFIX: Final = "titan.cmd"
+EVT_PREFIX: Final = "titan.evt"
+DLQ_PREFIX: Final = "titan.dlq"
+
+# Headers the mirror puts on every record it publishes.
+MSG_ID: Final = "Nats-Msg-Id"
+EXPECTED_LAST_SEQUENCE: Final = "Nats-Expected-Last-Sequence"
+POSITION: Final = "Titan-Position"
+STREAM_ID: Final = "Titan-Stream-Id"
+VERSION: Final = "Titan-Version"
+RECORD_TYPE: Final = "Titan-Type"
+COMMAND_ID: Final = "Titan-Command-Id"
+INTENT_ID: Final = "Titan-Intent-Id"
+PHASE_ID: Final = "Titan-Phase-Id"
+CHAIN_HASH: Final = "Titan-Hash"
+PREV_HASH: Final = "Titan-Prev-Hash"
+TRACEPARENT: Final = "traceparent"
+TITAN_TRACEPARENT: Final = "Titan-Traceparent"
+"""Some nats-server versions rewrite `traceparent` in stored messages: titan carries its own copy."""
+
+
+def token(text: str) -> str:
+    """A subject token for an id: NATS splits subjects on `.` and gives `*`, `>` and whitespace a
+    meaning, so those (and `%`) are percent-encoded; titan's ids never hold whitespace."""
+    out = []
+    for char in text:
+        if char in ".*>%" or char.isspace():
+            out.append(f"%{ord(char):02X}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def event_subject(account_id: str, type_name: str) -> str:
+    """Where the mirror publishes a record: `titan.evt.<account>.<type>` (the type's own dots make
+    tokens: `titan.evt.main.order.accepted.v1`; command records: `….command.recorded.v1`)."""
+    return f"{EVT_PREFIX}.{token(account_id)}.{type_name}"
+
+
+def command_subject(account_id: str, command_type: str) -> str:
+    """Where a command is sent to intake: `titan.cmd.<account>.<command type>`."""
+    return f"{CMD_PREFIX}.{token(account_id)}.{command_type}"
+
+
+# Durable consumers titan's services use (declared in adapters/nats/streams.py).
+INTAKE_CONSUMER: Final = "titan-intake"
+"""The intake's pull consumer on TITAN_CMD."""
+DLQ_ROUTER_CONSUMER: Final = "titan-dlq-router"
+"""The DLQ router's pull consumer on TITAN_ADVISORY."""
+
+# JetStream advisories TITAN_ADVISORY captures, so DLQ routing survives a restart of titan.
+MAX_DELIVERIES_ADVISORY_PREFIX: Final = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+MSG_TERMINATED_ADVISORY_PREFIX: Final = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED"
