@@ -466,7 +466,7 @@ def advance_brain(b: Brain, state: State, event: Event) -> Brain:
         )
     if isinstance(event, TruthRecorded):
         truth = dict(b.truth)
-        truth[event.venue] = TruthReading(event.score, event.ts_ns)
+        truth[event.venue] = TruthReading(event.score, event.ts_ns, event.venue_ts_ns)
         peak = event.equity_money if not b.equity_known else max(b.peak_equity_money, event.equity_money)
         return Brain(
             b.breaker, b.breaker_since_ns, b.clear_since_ns, truth, b.regime, b.tail_exponents, b.venues,

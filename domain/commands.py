@@ -64,12 +64,14 @@ class CancelOrder(Command):
 
 
 class RecordOrderAck(Command):
-    """The venue acknowledged an order."""
+    """The venue acknowledged an order. `reported_ts_ns` is the time the ack was stamped with: the
+    command's own time, unless a late ack is decided at the account's time (rules 2)."""
 
-    def __init__(self, command_id: str, ts_ns: int, order_id: str, venue_order_id: str) -> None:
+    def __init__(self, command_id: str, ts_ns: int, order_id: str, venue_order_id: str, reported_ts_ns: int = -1) -> None:
         super().__init__(command_id, ts_ns)
         self.order_id: Final = order_id
         self.venue_order_id: Final = venue_order_id
+        self.reported_ts_ns: Final = ts_ns if reported_ts_ns < 0 else reported_ts_ns
 
 
 class RecordVenueReject(Command):

@@ -352,7 +352,9 @@ def _record_ack(cmd: RecordOrderAck, state: State) -> Event:
         return _missing_order(cmd, cmd.order_id, state, "")
     if order.status != ACCEPTED:
         return _invalid_transition(cmd, order)
-    latency_ms = (cmd.ts_ns - order.accepted_ts_ns) // NS_PER_MS
+    # The venue's latency is measured to when the ack was stamped: for a late ack decided at the
+    # account's time (rules 2) that is its own time, not the time it was decided.
+    latency_ms = max(cmd.reported_ts_ns - order.accepted_ts_ns, 0) // NS_PER_MS
     return OrderAcknowledged(cmd.ts_ns, cmd.order_id, cmd.venue_order_id, latency_ms)
 
 
@@ -436,6 +438,12 @@ def _record_truth(cmd: RecordTruthSnapshot, state: State) -> Event:
     truth = policy.risk.truth
     if truth is None:
         return _section_missing(cmd, "truth")
+    latest = state.brain.truth.get(cmd.venue)
+    if policy.rules_version >= RULES_V2 and latest is not None and cmd.venue_ts_ns < latest.venue_ts_ns:
+        # A venue's older view, arriving after a newer one was applied: kept in the ledger (the
+        # command record), never scored against positions it did not see, never a new equity base.
+        detail = {"venue": cmd.venue, "venue_ts_ns": str(cmd.venue_ts_ns), "latest_venue_ts_ns": str(latest.venue_ts_ns)}
+        return CommandRejected(cmd.ts_ns, "RecordTruthSnapshot", reasons.SNAPSHOT_SUPERSEDED, detail)
     equity = parse_units(cmd.equity, MONEY_DECIMALS)
     if not equity.ok or len(cmd.symbols) != len(cmd.quantities):
         detail = {"equity": cmd.equity, "accepted": "a decimal with at most 8 decimals"}

@@ -5,11 +5,13 @@ is not copied on each one: the states of one lineage share an append-only log, a
 the entries written before it (`count`). A state that is extended while it is not the newest (a
 decision re-made from an older state: what-if, a retried append) gets a copy of its own view first,
 so no state ever sees a fill counted after it. Lookups only test membership: no decision depends
-on the order of the entries.
+on the order of the entries. Extending is atomic (a lock), so a what-if branch taken in another
+thread from the writer's state cannot race the writer; a branch costs a copy of the log up to it.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Final
 
 
@@ -19,6 +21,7 @@ class FillLog:
     def __init__(self) -> None:
         self.entries: dict[str, tuple[int, str]] = {}
         self.size: int = 0
+        self.lock: Final = threading.Lock()
 
 
 class Fills:
@@ -39,12 +42,11 @@ class Fills:
         """These fills and one more (the first order a fill id was counted on is kept)."""
         if self.counted_on(venue, fill_id) != "":
             return self
-        log = self.log
-        if log.size != self.count:
-            log = _view_of(log, self.count)
-        log.entries[fill_key(venue, fill_id)] = (log.size, order_id)
-        log.size += 1
-        return Fills(log, log.size)
+        with self.log.lock:
+            log = self.log if self.log.size == self.count else _view_of(self.log, self.count)
+            log.entries[fill_key(venue, fill_id)] = (log.size, order_id)
+            log.size += 1
+            return Fills(log, log.size)
 
 
 def fill_key(venue: str, fill_id: str) -> str:

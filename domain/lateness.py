@@ -41,7 +41,7 @@ def _at(c: Command, ts_ns: int) -> Command | None:
     if isinstance(c, RecordFill):
         return RecordFill(c.command_id, ts_ns, c.order_id, c.fill_id, c.quantity, c.price, c.fee, c.liquidity)
     if isinstance(c, RecordOrderAck):
-        return RecordOrderAck(c.command_id, ts_ns, c.order_id, c.venue_order_id)
+        return RecordOrderAck(c.command_id, ts_ns, c.order_id, c.venue_order_id, c.reported_ts_ns)
     if isinstance(c, RecordVenueReject):
         return RecordVenueReject(c.command_id, ts_ns, c.order_id, c.venue_reason)
     if isinstance(c, RecordCancelled):

@@ -136,11 +136,13 @@ class Position:
 
 
 class TruthReading:
-    """The latest truth score of one venue, and when it was taken (command time)."""
+    """The latest truth score of one venue, when it was taken (command time), and the venue's own
+    time of the snapshot it came from."""
 
-    def __init__(self, score: int, ts_ns: int) -> None:
+    def __init__(self, score: int, ts_ns: int, venue_ts_ns: int) -> None:
         self.score: Final = score
         self.ts_ns: Final = ts_ns
+        self.venue_ts_ns: Final = venue_ts_ns
 
 
 class VenueQuality:

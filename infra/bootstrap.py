@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from adapters.sqlite.ledger import SQLiteLedger, empty_file_message
 from commands.handlers import HANDLERS, Bus, Context
+from commands.lease import LeaseRefused
 from commands.ports import Ledger, LedgerError
 
 from .core import load_core
@@ -72,20 +74,30 @@ def bootstrap(settings: Settings | None = None, *, ledger: Ledger | None = None,
 
 @contextmanager
 def account_writer(
-    settings: Settings, ledger: Ledger, purpose: str, account_ids: Iterable[str]
+    settings: Settings, ledger: Ledger, purpose: str, account_ids: Iterable[str], *, wait_s: float = 0.0
 ) -> Iterator[Bus]:
     """A bus that writes only under the writer leases of these accounts (SPEC §2: one writer per
     account, whatever the entry point). The leases are all taken before anything is decided, so a
     second writer is refused (LeaseRefused, naming the holder) having written nothing; they are
-    released on the way out, and by the kernel or the database if the process dies."""
+    released on the way out, and by the kernel or the database if the process dies. With
+    `wait_s`, a held lease is asked for again until that many seconds have passed."""
     from adapters.leased_ledger import LeasedLedger, holder_name
     from commands.envelope import account_stream
 
     from .writers import lease_store
 
     leased = LeasedLedger(ledger, lease_store(ledger), holder_name(purpose))
+    streams = [account_stream(account_id) for account_id in account_ids]
+    deadline = time.monotonic() + wait_s
     try:
-        leased.acquire(account_stream(account_id) for account_id in account_ids)
+        while True:
+            try:
+                leased.acquire(streams)
+                break
+            except LeaseRefused:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
         yield bootstrap(settings, ledger=leased)
     finally:
         leased.release()

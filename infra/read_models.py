@@ -91,7 +91,7 @@ async def read_only_store(url: str) -> AsyncIterator[ReadModelStore]:
     ledger's are opened on a private snapshot of the file, so preparing tables and rebuilding
     into staging happen in the copy (the ledger file's bytes never change); PostgreSQL's directly
     (its read-model tables are made by `titan db upgrade`, not here)."""
-    if is_postgres(url):
+    if is_postgres(url) or sqlite_path(url) == ":memory:":  # nothing on disk to keep unchanged
         store = await open_store(url, listen=False)
         try:
             yield store
@@ -99,11 +99,14 @@ async def read_only_store(url: str) -> AsyncIterator[ReadModelStore]:
             await store.close()
         return
     from adapters.sqlite.read_models import SQLiteReadModelStore
-    from replay.audit import snapshot_sqlite
+    from replay.audit import AuditInputError, snapshot_sqlite
 
     with tempfile.TemporaryDirectory(prefix="titan-read-models-") as scratch:
         copy = Path(scratch) / "read-models.db"
-        snapshot_sqlite(Path(sqlite_path(url)), copy)
+        path = Path(sqlite_path(url))
+        if not path.is_file() or path.stat().st_size == 0:
+            raise AuditInputError(f"no read models at {url!r}: no such ledger file (pass --ledger, or --store)")
+        snapshot_sqlite(path, copy)
         store = SQLiteReadModelStore(str(copy))
         try:
             yield store

@@ -20,7 +20,12 @@ class Settings(BaseSettings):
         description="Where the ledger lives: sqlite:///relative/path, sqlite:////absolute/path, "
         "sqlite:///:memory:, or postgresql://… (TITAN_LEDGER_URL)",
     )
-    account_id: str = Field("main", description="The account commands default to (TITAN_ACCOUNT_ID)")
+    account_id: str = Field(
+        "main",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$",
+        description="The account commands default to: letters, digits and . _ : @ -, at most 128 "
+        "characters (TITAN_ACCOUNT_ID)",
+    )
     core: Literal["auto", "compiled", "interpreted"] = Field(
         "auto",
         description="Which execution core decides: the mypyc-compiled one, the interpreted one, or "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import hashlib
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -12,13 +12,11 @@ from commands.envelope import account_stream
 from commands.handlers import Bus, Outcome
 from commands.translate import InvalidCommand
 from schemas import commands as wire
-from schemas.intake import WireInputError, echo, load_json, parse_new_command
+from schemas.intake import WireInputError, echo, parse_new_command
 from schemas.policy import PolicyDocument
 
 DEFAULT_POLICY_PATH = Path(__file__).parent / "policies" / "default.json"
 INIT_ACTOR = "titan-init"
-ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
-"""What schemas.base.Identifier accepts: an account id a lease may be taken for."""
 
 
 class InvalidLine:
@@ -52,7 +50,7 @@ def ensure_initialized(bus: Bus, account_id: str) -> Outcome | None:
     if bus.ctx.ledger.read_stream(account_stream(account_id)):
         return None
     command = wire.ActivatePolicy(
-        command_id=f"init.{account_id}",
+        command_id=init_id(account_id),
         account_id=account_id,
         ts_ns=0,
         actor=INIT_ACTOR,
@@ -61,11 +59,18 @@ def ensure_initialized(bus: Bus, account_id: str) -> Outcome | None:
     return bus.handle(command)
 
 
+def init_id(account_id: str) -> str:
+    """`init.<account>` (every ledger so far), or `init.<digest>` for an account id too long for a
+    command id (120 characters)."""
+    plain = f"init.{account_id}"
+    return plain if len(plain) <= 120 else "init." + hashlib.sha256(account_id.encode("utf-8")).hexdigest()
+
+
 def activate_policy(bus: Bus, account_id: str, document: PolicyDocument, actor: str) -> Outcome:
     """Activate a policy now: the CLI stamps the time of receipt, like the API."""
     ts_ns = stamp_now(bus, account_id)
     command = wire.ActivatePolicy(
-        command_id=f"activate.{account_id}.{ts_ns}",
+        command_id=action_id("activate", account_id),
         account_id=account_id,
         ts_ns=ts_ns,
         actor=actor,
@@ -74,27 +79,64 @@ def activate_policy(bus: Bus, account_id: str, document: PolicyDocument, actor: 
     return bus.handle(command)
 
 
-def submit_lines(bus: Bus, lines: Iterable[bytes], *, latest_ts_ns: int | None = None) -> Iterator[Outcome | InvalidLine]:
-    """Validate and decide each JSON line in order; invalid lines are reported and skipped.
+class ParsedLine:
+    """One line of a commands file: its number, and the command it holds or why it is invalid."""
 
-    A line is read by `schemas.intake.parse_new_command`: whatever it holds (too long, too deep,
-    numbers beyond 64 bits, not UTF-8, not an object, a value outside its bound), it is an
-    invalid line naming the field and the bound, and the next line is still decided."""
+    __slots__ = ("command", "invalid", "number")
+
+    def __init__(self, number: int, command: wire.AnyCommand | None, invalid: InvalidLine | None) -> None:
+        self.number = number
+        self.command = command
+        self.invalid = invalid
+
+
+def parse_lines(lines: Iterable[bytes], *, latest_ts_ns: int | None = None) -> list[ParsedLine]:
+    """Read every line before anything is decided (so the writer knows which accounts' leases to
+    take). A line is read by `schemas.intake.parse_new_command`: whatever it holds (too long, too
+    deep, numbers beyond 64 bits, not UTF-8, not an object, a value outside its bound, a time of
+    receipt after `latest_ts_ns`), it is an invalid line naming the field and the bound."""
+    parsed: list[ParsedLine] = []
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
             command = parse_new_command(raw)
         except WireInputError as exc:
-            yield InvalidLine(number, exc.command_id, list(exc.errors))
+            parsed.append(ParsedLine(number, None, InvalidLine(number, exc.command_id, list(exc.errors))))
             continue
         if latest_ts_ns is not None and command.ts_ns > latest_ts_ns:
-            yield InvalidLine(number, command.command_id, [future_stamp_error(command.ts_ns, latest_ts_ns)])
+            error = future_stamp_error(command.ts_ns, latest_ts_ns)
+            parsed.append(ParsedLine(number, None, InvalidLine(number, command.command_id, [error])))
+            continue
+        parsed.append(ParsedLine(number, command, None))
+    return parsed
+
+
+def accounts_of(parsed: Iterable[ParsedLine], default_account: str) -> list[str]:
+    """The accounts the valid lines write to (the default one first), in order of appearance."""
+    accounts = {default_account: None}
+    for line in parsed:
+        if line.command is not None:
+            accounts[line.command.account_id] = None
+    return list(accounts)
+
+
+def decide_lines(bus: Bus, parsed: Iterable[ParsedLine]) -> Iterator[Outcome | InvalidLine]:
+    """Decide each valid line in order; an invalid one is reported and never recorded."""
+    for line in parsed:
+        if line.command is None:
+            assert line.invalid is not None
+            yield line.invalid
             continue
         try:
-            yield bus.handle(command)
+            yield bus.handle(line.command)
         except InvalidCommand as exc:
-            yield InvalidLine(number, command.command_id, [{"field": exc.field, "error": echo(str(exc), 300)}])
+            yield InvalidLine(line.number, line.command.command_id, [{"field": exc.field, "error": echo(str(exc), 300)}])
+
+
+def submit_lines(bus: Bus, lines: Iterable[bytes], *, latest_ts_ns: int | None = None) -> Iterator[Outcome | InvalidLine]:
+    """Validate and decide each JSON line in order (for callers that hold every lease already)."""
+    return decide_lines(bus, parse_lines(lines, latest_ts_ns=latest_ts_ns))
 
 
 OPERATOR_ACTIONS = ("halt", "flatten", "resume", "arm", "disarm")
@@ -107,7 +149,7 @@ def operator_action(bus: Bus, account_id: str, action: str, actor: str, reason: 
     """
     ts_ns = stamp_now(bus, account_id)
     common: dict[str, Any] = {
-        "command_id": f"{action}.{account_id}.{ts_ns}",
+        "command_id": action_id(action, account_id),
         "account_id": account_id,
         "ts_ns": ts_ns,
         "actor": actor,
@@ -129,41 +171,28 @@ def operator_action(bus: Bus, account_id: str, action: str, actor: str, reason: 
     return bus.handle(command)
 
 
+MAX_TS_NS = 2**63 - 1
+MAX_SUBMIT_BYTES = 256 * 1024 * 1024
+"""`titan submit` reads its whole input before deciding (to take every account's lease first)."""
+
 MAX_ACCOUNTS_PER_SUBMIT = 32
 """A file may name at most this many accounts: the writer holds one lease (on PostgreSQL one
 connection) per account for the whole run."""
 
 
-def accounts_named(lines: Iterable[bytes], default_account: str) -> list[str]:
-    """The accounts a file of commands writes to (the default one first), in order of appearance:
-    the writer takes each one's lease before deciding anything. Lines that are not JSON objects
-    with a text `account_id` name none (they will be reported invalid, and write nothing)."""
-    accounts = {default_account: None}
-    for raw in lines:
-        account_id = _account_of(raw)
-        if account_id is not None:
-            accounts[account_id] = None
-    return list(accounts)
-
-
-def _account_of(raw: bytes) -> str | None:
-    if raw.find(b'"account_id"') < 0:
-        return None
-    try:
-        value = load_json(raw)
-    except WireInputError:
-        return None
-    account_id = value.get("account_id") if isinstance(value, dict) else None
-    if not isinstance(account_id, str) or ACCOUNT_ID.fullmatch(account_id) is None:
-        return None
-    return account_id
-
-
 def stamp_now(bus: Bus, account_id: str) -> int:
     """The time of receipt for an action the CLI itself issues: now, and never earlier than the
-    account's last decided command (SPEC §2: operator actions always take effect)."""
+    account's last decided command (SPEC §2: operator actions always take effect), nor past the
+    last representable nanosecond (a ledger an earlier titan let reach it can still be halted)."""
     last_ts_ns: int = bus.state(account_id).last_ts_ns
-    return max(time.time_ns(), last_ts_ns + 1)
+    return min(max(time.time_ns(), last_ts_ns + 1), MAX_TS_NS)
+
+
+def action_id(action: str, account_id: str) -> str:
+    """A CLI action's command id: unique per invocation (the wall clock, not the stamped time, which
+    may be clamped), naming the account by a short digest so that any valid account id fits."""
+    digest = hashlib.sha256(account_id.encode("utf-8")).hexdigest()[:16]
+    return f"{action}.{time.time_ns()}.{digest}"
 
 
 def future_stamp_error(ts_ns: int, latest_ts_ns: int) -> dict[str, Any]:

@@ -17,7 +17,9 @@ def lease_store(ledger: Ledger) -> LeaseStore:
     refused too.
     """
     if isinstance(ledger, SQLiteLedger):
-        lock_path = None if ledger.path == MEMORY else os.path.abspath(ledger.path)
+        # The real path: a symlink to the ledger must meet the same locks (a hard link is another
+        # name for the same file, and is not followed: see docs/decisions.md).
+        lock_path = None if ledger.path == MEMORY else os.path.realpath(ledger.path)
         return LocalLeaseStore(ledger, lock_path)
     from adapters.postgres.ledger import PostgresLedger
 

@@ -43,10 +43,10 @@ class WireInputError(ValueError):
 
 
 def echo(text: str, limit: int = MAX_ECHO_CHARS) -> str:
-    """At most `limit` characters of a received text, followed by its size when it was longer."""
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"…({len(text.encode('utf-8', 'surrogatepass'))} bytes)"
+    """At most `limit` characters of a received text, followed by its size when it was longer; a
+    lone surrogate (which JSON can spell but UTF-8 cannot hold) is shown as its escape."""
+    shown = text if len(text) <= limit else text[:limit] + f"…({len(text.encode('utf-8', 'surrogatepass'))} bytes)"
+    return shown.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _error(field: str, error: str) -> dict[str, str]:

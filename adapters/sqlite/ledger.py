@@ -216,6 +216,7 @@ class SQLiteLedger(Ledger):
         self.lock_timeout_s = lock_timeout_s
         self.read_only = read_only and path != MEMORY
         self._keepalive: sqlite3.Connection | None = None
+        made = False
         if path == MEMORY:
             # A private shared-cache database: every pooled connection sees it, no other ledger
             # instance does, and it lives as long as the keep-alive connection below.
@@ -227,6 +228,7 @@ class SQLiteLedger(Ledger):
             create = False
         else:
             db_name = os.path.abspath(path)
+            made = not os.path.lexists(db_name)
             create = _check_file(path, db_name)
         self._closed = False
         self._mapper = TitanMapper()
@@ -239,6 +241,8 @@ class SQLiteLedger(Ledger):
                 _check_format(self._recorder, path)
         except LedgerError:
             self.close()
+            if path != MEMORY and not self.read_only and made:
+                _remove_new_file(db_name)  # never leave behind an empty file that is not a ledger
             raise
 
     def append(self, records: Sequence[NewRecord]) -> list[Record]:
@@ -347,6 +351,14 @@ def _check_new_record(record: NewRecord) -> None:
         )
 
 
+def _remove_new_file(db_name: str) -> None:
+    for leftover in (db_name, db_name + "-wal", db_name + "-shm", db_name + "-journal"):
+        try:
+            os.unlink(leftover)
+        except OSError:
+            pass
+
+
 def _check_file(path: str, db_name: str) -> bool:
     """Check that a path is empty or a titan ledger without changing it; True if new.
 
@@ -354,6 +366,12 @@ def _check_file(path: str, db_name: str) -> bool:
     when titan creates that too), before SQLite opens it.
     """
     file = Path(db_name)
+    try:
+        file.stat()
+    except FileNotFoundError:
+        pass
+    except OSError as error:  # a name too long, a loop of links, a directory we may not enter
+        raise LedgerError(f"cannot use ledger path {path[:200]}: {error.strerror or error}") from error
     if file.is_dir():
         raise LedgerError(f"ledger path {path} is a directory; expected a SQLite file")
     if not file.exists():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Annotated
 
 import orjson
@@ -32,10 +31,12 @@ from infra.cli.common import settings_for as _settings
 from infra.cli.common import writer as _writer
 from infra.submit import (
     MAX_ACCOUNTS_PER_SUBMIT,
+    MAX_SUBMIT_BYTES,
     InvalidLine,
-    accounts_named,
+    accounts_of,
+    decide_lines,
     ensure_initialized,
-    submit_lines,
+    parse_lines,
 )
 from schemas.intake import errors_of
 
@@ -80,14 +81,9 @@ def submit(
 ) -> None:
     """Decide each command of a JSON-lines file in order; print one JSON line per command."""
     settings = _settings(ledger, account)
-    if file == "-":
-        lines = sys.stdin.buffer.read().splitlines()
-    else:
-        try:
-            lines = Path(file).read_bytes().splitlines()
-        except OSError as exc:
-            _fail(f"cannot read {file!r}: {exc.strerror}", EXIT_BAD_INPUT)
-    accounts = accounts_named(lines, settings.account_id)
+    latest_ts_ns = time.time_ns() + settings.max_future_skew_s * 1_000_000_000
+    parsed = parse_lines(_read_input(file).splitlines(), latest_ts_ns=latest_ts_ns)
+    accounts = accounts_of(parsed, settings.account_id)
     if len(accounts) > MAX_ACCOUNTS_PER_SUBMIT:
         _fail(
             f"{file!r} names {len(accounts)} accounts; one submit writes at most {MAX_ACCOUNTS_PER_SUBMIT} "
@@ -97,12 +93,30 @@ def submit(
     invalid = 0
     with _writer(settings, "submit", accounts) as bus:
         ensure_initialized(bus, settings.account_id)
-        latest_ts_ns = time.time_ns() + settings.max_future_skew_s * 1_000_000_000
-        for result in submit_lines(bus, lines, latest_ts_ns=latest_ts_ns):
+        for result in decide_lines(bus, parsed):
             invalid += isinstance(result, InvalidLine)
             sys.stdout.write(orjson.dumps(result.to_json()).decode() + "\n")
         sys.stdout.flush()
     raise typer.Exit(EXIT_BAD_INPUT if invalid else EXIT_OK)
+
+
+def _read_input(file: str) -> bytes:
+    """The whole input (read before anything is decided), at most MAX_SUBMIT_BYTES."""
+    try:
+        if file == "-":
+            data = sys.stdin.buffer.read(MAX_SUBMIT_BYTES + 1)
+        else:
+            with open(file, "rb") as source:
+                data = source.read(MAX_SUBMIT_BYTES + 1)
+    except OSError as exc:
+        _fail(f"cannot read {file!r}: {exc.strerror}", EXIT_BAD_INPUT)
+    if len(data) > MAX_SUBMIT_BYTES:
+        _fail(
+            f"{file!r} holds more than {MAX_SUBMIT_BYTES // (1024 * 1024)} MiB of commands; "
+            "split it into smaller files (each is decided in order, under the account's lease)",
+            EXIT_BAD_INPUT,
+        )
+    return data
 
 
 def state(ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
@@ -140,13 +154,15 @@ def state(ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt
     out.print(orders)
 
 
-def _operator(action: str, reason: str, actor: str, ledger: str | None, account: str | None, as_json: bool) -> None:
+def _operator(
+    action: str, reason: str, actor: str, ledger: str | None, account: str | None, as_json: bool, wait_s: float = 0.0
+) -> None:
     from infra.submit import operator_action
 
     if not reason.strip():
         _fail("--reason must say why (it is recorded in the ledger)", EXIT_BAD_INPUT)
     settings = _settings(ledger, account)
-    with _writer(settings, action, [settings.account_id]) as bus:
+    with _writer(settings, action, [settings.account_id], wait_s=wait_s) as bus:
         ensure_initialized(bus, settings.account_id)
         try:
             outcome = operator_action(bus, settings.account_id, action, actor, reason)
@@ -166,28 +182,67 @@ ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded in the l
 
 
 ActorOpt = Annotated[str, typer.Option("--actor", help="Who acts (recorded).")]
+WaitOpt = Annotated[
+    float,
+    typer.Option("--wait", min=0, max=3600, help="Seconds to keep asking for the account's lease while another writer holds it."),
+]
 
 
-def halt(reason: ReasonOpt, actor: ActorOpt = "operator", ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+def halt(
+    reason: ReasonOpt,
+    actor: ActorOpt = "operator",
+    ledger: LedgerOpt = None,
+    account: AccountOpt = None,
+    as_json: JsonOpt = False,
+    wait: WaitOpt = 0.0,
+) -> None:
     """Halt the account: the breaker goes HALTED (only reduce-only orders and cancels pass)."""
-    _operator("halt", reason, actor, ledger, account, as_json)
+    _operator("halt", reason, actor, ledger, account, as_json, wait)
 
 
-def flatten(reason: ReasonOpt, actor: ActorOpt = "operator", ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+def flatten(
+    reason: ReasonOpt,
+    actor: ActorOpt = "operator",
+    ledger: LedgerOpt = None,
+    account: AccountOpt = None,
+    as_json: JsonOpt = False,
+    wait: WaitOpt = 0.0,
+) -> None:
     """Halt, cancel every open order and close every position with reduce-only orders."""
-    _operator("flatten", reason, actor, ledger, account, as_json)
+    _operator("flatten", reason, actor, ledger, account, as_json, wait)
 
 
-def resume(reason: ReasonOpt, actor: ActorOpt = "operator", ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+def resume(
+    reason: ReasonOpt,
+    actor: ActorOpt = "operator",
+    ledger: LedgerOpt = None,
+    account: AccountOpt = None,
+    as_json: JsonOpt = False,
+    wait: WaitOpt = 0.0,
+) -> None:
     """Re-enable trading from HALTED (refused while any breaker trigger is active)."""
-    _operator("resume", reason, actor, ledger, account, as_json)
+    _operator("resume", reason, actor, ledger, account, as_json, wait)
 
 
-def arm(reason: ReasonOpt, actor: ActorOpt = "operator", ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+def arm(
+    reason: ReasonOpt,
+    actor: ActorOpt = "operator",
+    ledger: LedgerOpt = None,
+    account: AccountOpt = None,
+    as_json: JsonOpt = False,
+    wait: WaitOpt = 0.0,
+) -> None:
     """Allow orders to live venues."""
-    _operator("arm", reason, actor, ledger, account, as_json)
+    _operator("arm", reason, actor, ledger, account, as_json, wait)
 
 
-def disarm(reason: ReasonOpt, actor: ActorOpt = "operator", ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
+def disarm(
+    reason: ReasonOpt,
+    actor: ActorOpt = "operator",
+    ledger: LedgerOpt = None,
+    account: AccountOpt = None,
+    as_json: JsonOpt = False,
+    wait: WaitOpt = 0.0,
+) -> None:
     """Stop orders to live venues (the paper venue still trades)."""
-    _operator("disarm", reason, actor, ledger, account, as_json)
+    _operator("disarm", reason, actor, ledger, account, as_json, wait)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import orjson
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -54,7 +55,14 @@ def settings_for(ledger: str | None = None, account: str | None = None) -> Setti
         overrides["ledger_url"] = ledger
     if account:
         overrides["account_id"] = account
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:  # a bad --account or TITAN_* value: named, exit 2
+        problems = "; ".join(
+            f"{'--account' if e['loc'] == ('account_id',) and account else 'TITAN_' + '_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        fail(f"bad setting: {problems}", EXIT_BAD_INPUT)
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -91,12 +99,14 @@ def read_policy_file(path: Path) -> PolicyDocument:
 
 
 @contextmanager
-def writer_for(settings: Settings, ledger: Ledger, purpose: str, account_ids: Sequence[str]) -> Iterator[Bus]:
+def writer_for(
+    settings: Settings, ledger: Ledger, purpose: str, account_ids: Sequence[str], *, wait_s: float = 0.0
+) -> Iterator[Bus]:
     """A bus over an open ledger that writes under these accounts' leases; a held lease exits 4
     naming its holder, before anything is written. When a checkpoint key is configured, the head
     the writer leaves is signed into the checkpoint log (docs/ledger.md)."""
     try:
-        with account_writer(settings, ledger, purpose, account_ids) as bus:
+        with account_writer(settings, ledger, purpose, account_ids, wait_s=wait_s) as bus:
             yield bus
         checkpoint_if_configured(ledger, settings)  # the new head, signed outside the database
     except LeaseRefused as exc:
@@ -108,9 +118,9 @@ def writer_for(settings: Settings, ledger: Ledger, purpose: str, account_ids: Se
 
 
 @contextmanager
-def writer(settings: Settings, purpose: str, account_ids: Sequence[str]) -> Iterator[Bus]:
+def writer(settings: Settings, purpose: str, account_ids: Sequence[str], *, wait_s: float = 0.0) -> Iterator[Bus]:
     """Open the settings' ledger (creating it) and write under these accounts' leases."""
-    with writer_for(settings, open_or_fail(settings), purpose, account_ids) as bus:
+    with writer_for(settings, open_or_fail(settings), purpose, account_ids, wait_s=wait_s) as bus:
         yield bus
 
 

@@ -33,6 +33,7 @@ from projections import registry
 from projections.model import Projection
 from projections.runner import Runner, ledger_head, rebuild_many, status
 from projections.store import ReadModelStore, SchemaMismatch, StoreError
+from replay.audit import AuditInputError
 
 StoreOpt = Annotated[
     str | None,
@@ -88,7 +89,7 @@ def _run(
 
     try:
         return asyncio.run(main())
-    except UnsupportedLedgerURL as exc:
+    except (UnsupportedLedgerURL, AuditInputError) as exc:  # AuditInputError: no such store file
         fail(str(exc), EXIT_BAD_INPUT)
     except SchemaMismatch as exc:
         fail(f"the read-model tables are not ready: {exc}", EXIT_UNREACHABLE)

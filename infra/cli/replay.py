@@ -588,13 +588,13 @@ def audit_sql_cmd(
         print_json(result.as_dict())
         return
     console = full_console()
-    table = unclipped(Table(*result.columns))
+    table = unclipped(Table(*(printable(str(c)) for c in result.columns)))
     for row in result.rows:
-        table.add_row(*(_cell(v) for v in row))
+        table.add_row(*(printable(_cell(v)) for v in row))
     console.print(table)
     console.print(f"{len(result.rows)} row(s)")
     for note in result.notes:
-        err.print(f"[yellow]note:[/] {note}")
+        err.print(f"[yellow]note:[/] {printable(note)}")
 
 
 def _audit_live(query: str, ledger: str | None) -> Any:

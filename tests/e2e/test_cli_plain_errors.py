@@ -117,3 +117,33 @@ def test_read_only_commands_leave_an_embedded_ledger_file_unchanged(titan: Titan
         assert result.returncode == 0, (args, result.stdout, result.stderr)
     assert "digests equal" in titan("replay", "verify", "--ledger", url).stdout
     assert hashlib.sha256((tmp_path / "ledger.db").read_bytes()).hexdigest() == before
+
+
+def test_a_lone_surrogate_or_an_unusable_path_is_a_one_line_error(titan: Titan, tmp_path: Path) -> None:
+    lines = ['{"ts_ns":1e400,"command_id":"\\ud800"}',
+             json.dumps({"type": "halt.v1", "command_id": "after", "account_id": "main", "ts_ns": 1, "actor": "x", "reason": "r"})]
+    (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n")
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    result = titan("submit", "c.jsonl", "--ledger", url)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert json.loads(result.stdout.splitlines()[1])["outcome"] == "accepted"
+    for name in ("a" * 5000, "b" * 251):
+        made = titan("init", "--ledger", f"sqlite:///{tmp_path / name}")
+        assert made.returncode == 2 and "Traceback" not in made.stderr
+        assert not list(tmp_path.glob(name[:200] + "*"))  # no empty file left that is not a ledger
+
+
+def test_audit_sql_prints_recorded_markup_and_control_characters_harmlessly(titan: Titan, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert titan("init", "--ledger", url).returncode == 0
+    assert titan("halt", "--reason", "[/oops] [bold]x", "--ledger", url).returncode == 0
+    result = titan("audit", "sql", "SELECT json_extract_string(command, '$.reason') AS r FROM commands", "--ledger", url)
+    assert result.returncode == 0, result.stderr
+    assert "[/oops] [bold]x" in result.stdout
+
+
+def test_projections_status_names_a_missing_store(titan: Titan, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert titan("init", "--ledger", url).returncode == 0
+    result = titan("projections", "status", "--ledger", url, "--store", f"sqlite:///{tmp_path / 'none.db'}")
+    assert result.returncode == 2 and "no read models" in result.stderr

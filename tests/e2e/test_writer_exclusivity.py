@@ -233,3 +233,79 @@ def test_every_writing_command_signs_its_head_once_a_key_exists(titan: Titan, tm
     assert json.loads(logs[0].read_text().splitlines()[-1])["payload"]["position"] == head
     verified = titan("ledger", "verify", "--checkpoints", "--ledger", url)
     assert verified.returncode == 0, verified.stderr
+
+
+def test_a_symlink_to_the_ledger_meets_the_same_lease(titan: Titan, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert titan("init", "--ledger", url).returncode == 0
+    (tmp_path / "alias.db").symlink_to(tmp_path / "ledger.db")
+    (tmp_path / "cmds.jsonl").write_text(snapshots("s", 2))
+    with held_lease(url, "a writer through the real path"):
+        refused = titan("submit", "cmds.jsonl", "--ledger", f"sqlite:///{tmp_path / 'alias.db'}")
+        assert refused.returncode == EXIT_BUSY and "a writer through the real path" in refused.stderr
+
+
+def test_halt_waits_for_the_lease_when_asked(titan: Titan, tmp_path: Path) -> None:
+    """--wait keeps asking while another writer finishes; without it the refusal is immediate."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert titan("init", "--ledger", url).returncode == 0
+    with held_lease(url, "a short writer") as _:
+        assert titan("halt", "--reason", "now", "--ledger", url).returncode == EXIT_BUSY
+        released = threading.Event()
+        results: list[int] = []
+
+        def halt() -> None:
+            results.append(titan("halt", "--reason", "soon", "--wait", "30", "--ledger", url).returncode)
+            released.set()
+
+        thread = threading.Thread(target=halt)
+        thread.start()
+        assert not released.wait(2.0)  # still waiting while the lease is held
+    thread.join(60)
+    assert results == [0]
+    assert titan.json("state", "--ledger", url, "--json")["breaker"]["state"] == "HALTED"
+
+
+def test_the_accounts_a_file_writes_are_read_from_its_valid_commands(titan: Titan, tmp_path: Path) -> None:
+    """An escaped key still names its account (and gets its lease); junk lines name none, so they
+    neither count against the 32-account limit nor take leases."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    escaped = '{"type":"halt.v1","command_id":"e1","account\\u005fid":"other","ts_ns":1,"actor":"x","reason":"r"}'
+    junk = [json.dumps({"account_id": f"junk{i}"}) for i in range(40)]
+    plain = json.dumps({"type": "halt.v1", "command_id": "e2", "account_id": "main", "ts_ns": 1, "actor": "x", "reason": "r"})
+    (tmp_path / "mixed.jsonl").write_text("\n".join([escaped, *junk, plain]) + "\n")
+    result = titan("submit", "mixed.jsonl", "--ledger", url)
+    assert result.returncode == 2, result.stderr  # the junk lines are invalid; the two halts decided
+    outcomes = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["outcome"] for o in outcomes if o["outcome"] != "invalid"] == ["accepted", "accepted"]
+    assert not list(tmp_path.glob("*.lease-*")) or all("junk" not in p.read_text() for p in tmp_path.glob("*.lease-*"))
+
+
+def test_operator_actions_work_for_the_longest_account_id_and_the_last_nanosecond(titan: Titan, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    longest = "a" * 128
+    assert titan("init", "--ledger", url, "--account", longest).returncode == 0
+    assert titan("halt", "--reason", "long id", "--ledger", url, "--account", longest).returncode == 0
+    # a ledger an earlier titan let reach the last representable nanosecond can still be flattened
+    assert titan("init", "--ledger", url).returncode == 0
+    bus = bootstrap(Settings(ledger_url=url), ledger=open_ledger(url))
+    try:
+        (line,) = snapshots("max", 1, start_ns=2**63 - 1).splitlines()
+        assert bus.handle(wire.COMMANDS.validate_json(line)).outcome == "accepted"
+    finally:
+        bus.ctx.ledger.close()
+    for action in ("halt", "flatten"):
+        done = titan(action, "--reason", "at the end of time", "--ledger", url, "--json")
+        assert done.returncode in (0, 1), done.stderr
+        assert json.loads(done.stdout)["reason"] != "STALE_COMMAND"
+
+
+def test_a_bad_account_or_setting_is_named_with_exit_2(titan: Titan, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    bad = titan("halt", "--reason", "x", "--account", "bad account", "--ledger", url)
+    assert bad.returncode == 2 and "--account" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "ledger.db").exists()
+    env = titan("state", "--ledger", url, env={"TITAN_MAX_FUTURE_SKEW_S": "abc"})
+    assert env.returncode == 2 and "TITAN_MAX_FUTURE_SKEW_S" in env.stderr

@@ -157,3 +157,32 @@ def test_a_policy_asks_for_rules_the_core_knows(core) -> None:
     document["rules_version"] = 3
     with pytest.raises(core.policy.PolicyError, match="rules_version"):
         core.policy.policy_from_document(document)
+
+
+def test_a_late_ack_measures_the_venue_latency_to_its_own_stamp(cmd, given, when) -> None:
+    """Decided at the account's time, but the venue answered 300 ms after acceptance: 300 ms."""
+    state = given(cmd.activate(brain=RULES_V2), cmd.place("o1", ts_ns=0), cmd.cancel("ord-o1", ts_ns=T, reason="later"))
+    events = when(state, cmd.ack("ord-o1", ts_ns=300_000_000))
+    assert [e.type_name() for e in events] == ["order.acknowledged.v1"]
+    assert events[0].ts_ns == T
+    assert events[0].to_data()["ack_latency_ms"] == 300
+
+
+def test_an_older_view_of_a_venue_never_replaces_a_newer_one(cmd, given, when) -> None:
+    """A snapshot whose venue time is older than the one applied is kept (its command record) but
+    neither scored against positions it never saw nor taken as the new equity base."""
+    truth = {"truth": cmd.brain_sections()["truth"]}
+    newer = cmd.snapshot(ts_ns=T, venue_ts_ns=T, equity="90000")
+    state = given(cmd.activate(brain={**truth, **RULES_V2}), newer)
+    events = when(state, cmd.snapshot(ts_ns=T + 1, venue_ts_ns=T - 1, equity="100000"))
+    data = events[0].to_data()
+    assert data["reason"] == "SNAPSHOT_SUPERSEDED"
+    assert data["detail"] == {"venue": "paper", "venue_ts_ns": str(T - 1), "latest_venue_ts_ns": str(T)}
+    assert state.brain.equity_base_money == 90_000 * 10**8
+
+
+def test_rules_v1_still_applies_an_older_view(cmd, given, when) -> None:
+    truth = {"truth": cmd.brain_sections()["truth"]}
+    state = given(cmd.activate(brain=truth), cmd.snapshot(ts_ns=T, venue_ts_ns=T))
+    events = when(state, cmd.snapshot(ts_ns=T + 1, venue_ts_ns=T - 1))
+    assert [e.type_name() for e in events] == ["truth.snapshot_recorded.v1"]

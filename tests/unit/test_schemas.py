@@ -631,6 +631,9 @@ def brain_scenario() -> Account:
     a.expect(a.snapshot(equity="1.000000001"), REFUSED, reasons.INVALID_SNAPSHOT)
     truth = a.expect(a.snapshot(), TRUTH)
     assert truth.to_data()["score"] == 100
+    # an older view of the same venue, after a newer one: kept, not scored (rules 2)
+    a.advance()
+    a.expect(a.snapshot(age_ms=5000), REFUSED, reasons.SNAPSHOT_SUPERSEDED)
 
     # allocation and regime
     a.expect(a.place("p3", "0.1", "65000", phase_id=3), REJECTED, reasons.PHASE_NOT_ALLOWED)
@@ -665,7 +668,9 @@ def brain_scenario() -> Account:
     assert low.to_data()["score"] == 60
     assert a.transition()["trigger"] == "truth_score"
     a.expect(a.place("t1", "0.1", "65000"), REJECTED, reasons.TRUTH_SCORE_LOW)
-    # orphans, staleness and latency as well: HALTED
+    # orphans, staleness and latency as well: HALTED (a view 5 s old, still newer than the last:
+    # under rules 2 a venue's view older than one already applied is SNAPSHOT_SUPERSEDED)
+    a.advance(6 * SECOND)
     a.expect(
         a.snapshot(
             positions={"BTCUSDT": "1.4"},
