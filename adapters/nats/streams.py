@@ -6,8 +6,9 @@ runs at start (docs/messaging.md, "Streams and consumers").
   compared, so server-filled defaults never read as drift).
 - `require_spec(js)`: raise SpecDrift listing every difference; services call it before they start.
 - `apply(js, recreate=...)`: create what is missing, update what JetStream can change in place, and
-  refuse the rest (storage, retention to or from work-queue, and whatever else the server refuses)
-  unless `recreate` allows deleting and creating again; a stream is never deleted without it.
+  refuse the rest (storage, retention to or from work-queue, switching deny_delete or deny_purge off,
+  and whatever else the server refuses) unless `recreate` allows deleting and creating again; a
+  stream is never deleted without it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class StreamSpec:
     max_msgs: int = -1
     max_bytes: int = -1
     max_msgs_per_subject: int = -1
+    deny_delete: bool = False
+    """JetStream refuses to delete a message (a stream with it cannot have it switched off)."""
+    deny_purge: bool = False
+    """JetStream refuses to purge the stream (likewise permanent)."""
 
     def config(self) -> StreamConfig:
         """The nats-py configuration that creates the stream."""
@@ -71,6 +76,8 @@ class StreamSpec:
             max_msgs=self.max_msgs,
             max_bytes=self.max_bytes,
             max_msgs_per_subject=self.max_msgs_per_subject,
+            deny_delete=self.deny_delete,
+            deny_purge=self.deny_purge,
         )
 
     def fields(self) -> dict[str, Value]:
@@ -86,6 +93,8 @@ class StreamSpec:
             "max_msgs",
             "max_bytes",
             "max_msgs_per_subject",
+            "deny_delete",
+            "deny_purge",
         )
         return live_fields(config, names)
 
@@ -203,6 +212,7 @@ def declared(settings: Settings | None = None) -> Spec:
             why="JetStream's max-deliveries and terminated advisories for TITAN_CMD, captured so DLQ "
             "routing survives a restart of titan; a work queue the DLQ router drains",
         ),
+        checkpoint_stream(window_s),
     )
     consumers = (
         ConsumerSpec(
@@ -227,6 +237,24 @@ def declared(settings: Settings | None = None) -> Spec:
         ),
     )
     return Spec(streams, consumers)
+
+
+def checkpoint_stream(window_s: float) -> StreamSpec:
+    """TITAN_CHECKPOINTS: the signed checkpoint lines of `titan ledger checkpoint --mirror`, one
+    subject per ledger; kept whole, and no message may be deleted or the stream purged."""
+    return StreamSpec(
+        subjects.CHECKPOINT_STREAM,
+        (f"{subjects.CHECKPOINT_PREFIX}.>",),
+        RetentionPolicy.LIMITS,
+        StorageType.FILE,
+        window_s,
+        0,
+        why="signed checkpoints of the ledger's head (titan.checkpoint.<ledger id>), the same lines as "
+        "the checkpoint file: a second copy the database's administrators cannot roll back; kept "
+        "whole, messages can be neither deleted nor purged",
+        deny_delete=True,
+        deny_purge=True,
+    )
 
 
 # Checking --------------------------------------------------------------------------------------
@@ -308,6 +336,8 @@ def _fixed_in_stream(drift: Drift) -> bool:
     """Whether JetStream refuses this stream change in place (it answers 10052)."""
     if drift.field == "storage":
         return True
+    if drift.field in ("deny_delete", "deny_purge") and drift.declared == 0:
+        return True  # JetStream can switch them on in place, never off
     workqueue = RetentionPolicy.WORK_QUEUE.value
     return drift.field == "retention" and workqueue in (drift.declared, drift.live)
 
@@ -392,6 +422,8 @@ def _merged_stream(live: StreamConfig, stream: StreamSpec) -> StreamConfig:
         max_msgs=declared_config.max_msgs,
         max_bytes=declared_config.max_bytes,
         max_msgs_per_subject=declared_config.max_msgs_per_subject,
+        deny_delete=declared_config.deny_delete,
+        deny_purge=declared_config.deny_purge,
     )
 
 

@@ -63,3 +63,14 @@ DLQ_ROUTER_CONSUMER: Final = "titan-dlq-router"
 # JetStream advisories TITAN_ADVISORY captures, so DLQ routing survives a restart of titan.
 MAX_DELIVERIES_ADVISORY_PREFIX: Final = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 MSG_TERMINATED_ADVISORY_PREFIX: Final = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED"
+
+# Signed checkpoints of the ledger's head (docs/ledger.md, "Checkpoints"), kept on JetStream too.
+CHECKPOINT_STREAM: Final = "TITAN_CHECKPOINTS"
+CHECKPOINT_PREFIX: Final = "titan.checkpoint"
+LEDGER_ID: Final = "Titan-Ledger-Id"
+"""The header naming which ledger (its first record's hash) a checkpoint is about."""
+
+
+def checkpoint_subject(ledger_id: str) -> str:
+    """Where a ledger's signed checkpoints go: `titan.checkpoint.<ledger id>`."""
+    return f"{CHECKPOINT_PREFIX}.{token(ledger_id)}"

@@ -47,14 +47,32 @@ def ledger_verify(
             "a ledger shorter than its mirror is a truncated tail.",
         ),
     ] = False,
+    checkpoints_mirror: Annotated[
+        bool,
+        typer.Option(
+            "--checkpoints-mirror",
+            help="Also check the ledger against its signed checkpoints on JetStream (TITAN_CHECKPOINTS, TITAN_NATS_URL), "
+            "as --checkpoints does the file's; with --checkpoints too, name every mirrored line the file lacks or holds "
+            "differently (the file rolled back).",
+        ),
+    ] = False,
     checkpoint_log: Annotated[
         str | None, typer.Argument(metavar="[FILE]", help="The checkpoint log that --checkpoints reads.", show_default=False)
     ] = None,
 ) -> None:
     """Verify the hash chain, per-stream versions, position order and the head anchor; with
     --checkpoints, also that no signed checkpoint was truncated away or forged; with --mirror, that
-    the JetStream mirror holds the same records (a truncated or forged tail disagrees with it)."""
-    from infra.cli.checkpoints import check_checkpoints, print_checkpoint_report
+    the JetStream mirror holds the same records (a truncated or forged tail disagrees with it); with
+    --checkpoints-mirror, the same as --checkpoints against the checkpoints on JetStream."""
+    from pathlib import Path
+
+    from infra.checkpointing import log_for
+    from infra.cli.checkpoints import (
+        check_checkpoint_mirror,
+        check_checkpoints,
+        print_checkpoint_mirror_report,
+        print_checkpoint_report,
+    )
     from infra.cli.relay import mirror_report, print_mirror_report
     from replay.chain import verify_ledger
 
@@ -66,19 +84,28 @@ def ledger_verify(
         report = verify_ledger(store)
         anchored = check_checkpoints(store, settings, checkpoint_log) if checkpoints else None
         mirrored = mirror_report(store, settings) if mirror else None
+        file: Path | None = log_for(settings, checkpoint_log) if checkpoints else None
+        anchors = check_checkpoint_mirror(store, settings, file) if checkpoints_mirror else None
     except LedgerError as exc:
         _fail(str(exc), EXIT_BAD_INPUT)
     finally:
         store.close()
-    ok = report.ok and (anchored is None or anchored.ok) and (mirrored is None or mirrored.ok)
+    ok = (
+        report.ok
+        and (anchored is None or anchored.ok)
+        and (mirrored is None or mirrored.ok)
+        and (anchors is None or anchors.ok)
+    )
     if as_json:
         document = report.as_dict()
-        if anchored is not None or mirrored is not None:
+        if anchored is not None or mirrored is not None or anchors is not None:
             document = {**document, "ok": ok, "chain_ok": report.ok}
         if anchored is not None:
             document["checkpoints"] = anchored.as_dict()
         if mirrored is not None:
             document["mirror"] = mirrored.as_dict()
+        if anchors is not None:
+            document["checkpoints_mirror"] = anchors.as_dict()
         _print_json(document)
     else:
         if report.ok:
@@ -89,4 +116,6 @@ def ledger_verify(
             print_checkpoint_report(anchored)
         if mirrored is not None:
             print_mirror_report(mirrored)
+        if anchors is not None:
+            print_checkpoint_mirror_report(anchors)
     raise typer.Exit(EXIT_OK if ok else EXIT_CHECK_FAILED)

@@ -67,8 +67,11 @@ def relay_run(
     once: Annotated[bool, typer.Option("--once", help="Mirror up to the ledger's current head, then exit.")] = False,
     batch: Annotated[int, typer.Option("--batch", help=f"Records read from the ledger at a time (1..{MAX_BATCH}).")] = DEFAULT_BATCH,
     metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")
+        int | None, typer.Option("--metrics-port", help="Serve Prometheus metrics on HOST:PORT/metrics.")
     ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="The address metrics are served on (0.0.0.0 inside a container).")
+    ] = "127.0.0.1",
 ) -> None:
     """Mirror every ledger record, in position order and exactly once, to titan.evt.<account>.<type>
     on TITAN_EVT; follow the ledger until SIGTERM (or, with --once, stop at its head)."""
@@ -79,13 +82,17 @@ def relay_run(
     settings = settings_for(ledger)
     store = open_or_fail(settings, create=False)
     try:
-        code = asyncio.run(_relay(settings, store, once=once, batch=batch, metrics_port=metrics_port))
+        code = asyncio.run(
+            _relay(settings, store, once=once, batch=batch, metrics_port=metrics_port, metrics_host=metrics_host)
+        )
     finally:
         store.close()
     raise typer.Exit(code)
 
 
-async def _relay(settings: Settings, store: Ledger, *, once: bool, batch: int, metrics_port: int | None) -> int:
+async def _relay(
+    settings: Settings, store: Ledger, *, once: bool, batch: int, metrics_port: int | None, metrics_host: str = "127.0.0.1"
+) -> int:
     from adapters.postgres.ledger import NOTIFY_CHANNEL
     from infra.writers import lease_store
 
@@ -100,9 +107,9 @@ async def _relay(settings: Settings, store: Ledger, *, once: bool, batch: int, m
         metrics = RelayMetrics()
         if metrics_port is not None:
             try:
-                metrics.serve(metrics_port)
+                metrics.serve(metrics_port, metrics_host)
             except OSError as error:
-                err.print(f"[bold red]error:[/] cannot serve metrics on 127.0.0.1:{metrics_port}: {error.strerror}")
+                err.print(f"[bold red]error:[/] cannot serve metrics on {metrics_host}:{metrics_port}: {error.strerror or error}")
                 return EXIT_BAD_INPUT
         relay = Relay(
             store,

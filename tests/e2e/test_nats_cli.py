@@ -65,6 +65,7 @@ def test_apply_creates_everything_then_verify_agrees_and_apply_again_does_nothin
         "created stream TITAN_EVT",
         "created stream TITAN_DLQ",
         "created stream TITAN_ADVISORY",
+        "created stream TITAN_CHECKPOINTS",
         "created consumer TITAN_CMD/titan-intake",
         "created consumer TITAN_ADVISORY/titan-dlq-router",
     ]

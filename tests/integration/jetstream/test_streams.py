@@ -29,7 +29,13 @@ from tests.services import NatsServer, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
-ALL_STREAMS = (subjects.CMD_STREAM, subjects.EVT_STREAM, subjects.DLQ_STREAM, subjects.ADVISORY_STREAM)
+ALL_STREAMS = (
+    subjects.CMD_STREAM,
+    subjects.EVT_STREAM,
+    subjects.DLQ_STREAM,
+    subjects.ADVISORY_STREAM,
+    subjects.CHECKPOINT_STREAM,
+)
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +224,7 @@ async def test_the_duplicate_window_comes_from_the_settings(js: JetStreamContext
     assert await streams.verify(js, short) == []
     default_drifts = [str(d) for d in await streams.verify(js, streams.declared(Settings()))]
     assert "TITAN_EVT.duplicate_window: declared 120s, live 1.5s" in default_drifts
-    assert len(default_drifts) == 4  # one per stream, nothing else
+    assert len(default_drifts) == 5  # one per stream, nothing else
 
 
 # Connecting ------------------------------------------------------------------------------------
