@@ -21,26 +21,17 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-FILE_MODE: Final = 0o600
-DIRECTORY_MODE: Final = 0o700
 _HEX_KEY: Final = re.compile(r"[0-9a-fA-F]{64}")
 _TAIL_BLOCK: Final = 4096
+
+
+from .private_files import FILE_MODE, make_private_directory
 
 
 class CheckpointFileError(Exception):
     """A key or checkpoint log cannot be created, read or used; the message says which and why."""
 
 
-def make_private_directory(directory: Path) -> None:
-    """Create a directory (and missing parents) readable by its owner only; keep one that exists."""
-    if directory.is_dir():
-        return
-    make_private_directory(directory.parent)
-    try:
-        directory.mkdir(mode=DIRECTORY_MODE)
-    except FileExistsError:
-        if not directory.is_dir():
-            raise
 
 
 def _fsync_directory(directory: Path) -> None:

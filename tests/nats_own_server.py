@@ -3,15 +3,22 @@ port), so stream tests never touch the machine's streams. Extra arguments add au
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+import nats
+from nats.js import JetStreamContext
 
 from tests.services import NatsServer, ServiceUnavailable, free_port, nats_server_binary
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -52,3 +59,22 @@ def own_nats_server(extra_args: Sequence[str] = (), *, scheme: str = "nats") -> 
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def on_server(url: str, work: Callable[[JetStreamContext], Awaitable[T]]) -> T:
+    """Run nats-py work directly against a server (behind titan's back)."""
+
+    async def session() -> T:
+        client = await nats.connect(url)
+        try:
+            return await work(client.jetstream())
+        finally:
+            await client.close()
+
+    return asyncio.run(session())
+
+
+async def delete_every_stream(js: JetStreamContext) -> None:
+    """Leave the server without streams (each test starts from nothing)."""
+    for info in await js.streams_info():
+        await js.delete_stream(info.config.name or "")

@@ -27,6 +27,7 @@ from eventsourcing.sqlite import (
 )
 
 from adapters.ledger_mapper import LedgerRecord, SealedRecord, TitanMapper
+from adapters.private_files import create_private_file
 from commands.chain import CHAIN_FIELDS, seal
 from commands.ports import Ledger, LedgerError, NewRecord, Record, VersionConflict
 from schemas.canonical import GENESIS_HASH
@@ -34,10 +35,6 @@ from schemas.canonical import GENESIS_HASH
 LEDGER_FORMAT: Final = "titan-ledger/1"
 MEMORY: Final = ":memory:"
 DEFAULT_LOCK_TIMEOUT_S: Final = 5
-FILE_MODE: Final = 0o600
-"""A new ledger file is readable by its owner only (SQLite gives its -wal and -shm the same mode)."""
-DIRECTORY_MODE: Final = 0o700
-"""…and so is a directory titan creates for it."""
 
 _ENVELOPE_COLUMNS: Final = (
     "event_id",
@@ -391,23 +388,8 @@ def _check_file(path: str, db_name: str) -> bool:
     return False
 
 
-def create_private_file(file: Path) -> None:
-    """Create a new, empty file readable by its owner only; missing directories get 0700."""
-    make_private_directory(file.parent)
-    descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    os.close(descriptor)
 
 
-def make_private_directory(directory: Path) -> None:
-    """Create a directory (and missing parents) readable by its owner only; keep one that exists."""
-    if directory.is_dir():
-        return
-    make_private_directory(directory.parent)
-    try:
-        directory.mkdir(mode=DIRECTORY_MODE)
-    except FileExistsError:
-        if not directory.is_dir():
-            raise
 
 
 def read_only_uri(path: str, file: Path) -> str:

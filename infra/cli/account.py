@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 import orjson
@@ -46,11 +47,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     app.command()(init)
     app.command()(submit)
     app.command()(state)
-    app.command()(halt)
-    app.command()(flatten)
-    app.command()(resume)
-    app.command()(arm)
-    app.command()(disarm)
+    for action, summary in OPERATOR_COMMANDS:
+        app.command(action)(operator_command(action, summary))
 
 
 def init(ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
@@ -188,61 +186,28 @@ WaitOpt = Annotated[
 ]
 
 
-def halt(
-    reason: ReasonOpt,
-    actor: ActorOpt = "operator",
-    ledger: LedgerOpt = None,
-    account: AccountOpt = None,
-    as_json: JsonOpt = False,
-    wait: WaitOpt = 0.0,
-) -> None:
-    """Halt the account: the breaker goes HALTED (only reduce-only orders and cancels pass)."""
-    _operator("halt", reason, actor, ledger, account, as_json, wait)
+OPERATOR_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("halt", "Halt the account: the breaker goes HALTED (only reduce-only orders and cancels pass)."),
+    ("flatten", "Halt, cancel every open order and close every position with reduce-only orders."),
+    ("resume", "Re-enable trading from HALTED (refused while any breaker trigger is active)."),
+    ("arm", "Allow orders to live venues."),
+    ("disarm", "Stop orders to live venues (the paper venue still trades)."),
+)
 
 
-def flatten(
-    reason: ReasonOpt,
-    actor: ActorOpt = "operator",
-    ledger: LedgerOpt = None,
-    account: AccountOpt = None,
-    as_json: JsonOpt = False,
-    wait: WaitOpt = 0.0,
-) -> None:
-    """Halt, cancel every open order and close every position with reduce-only orders."""
-    _operator("flatten", reason, actor, ledger, account, as_json, wait)
+def operator_command(action: str, summary: str) -> Callable[..., None]:
+    """The CLI command of one operator action (they differ only in the action and its summary)."""
 
+    def command(
+        reason: ReasonOpt,
+        actor: ActorOpt = "operator",
+        ledger: LedgerOpt = None,
+        account: AccountOpt = None,
+        as_json: JsonOpt = False,
+        wait: WaitOpt = 0.0,
+    ) -> None:
+        _operator(action, reason, actor, ledger, account, as_json, wait)
 
-def resume(
-    reason: ReasonOpt,
-    actor: ActorOpt = "operator",
-    ledger: LedgerOpt = None,
-    account: AccountOpt = None,
-    as_json: JsonOpt = False,
-    wait: WaitOpt = 0.0,
-) -> None:
-    """Re-enable trading from HALTED (refused while any breaker trigger is active)."""
-    _operator("resume", reason, actor, ledger, account, as_json, wait)
-
-
-def arm(
-    reason: ReasonOpt,
-    actor: ActorOpt = "operator",
-    ledger: LedgerOpt = None,
-    account: AccountOpt = None,
-    as_json: JsonOpt = False,
-    wait: WaitOpt = 0.0,
-) -> None:
-    """Allow orders to live venues."""
-    _operator("arm", reason, actor, ledger, account, as_json, wait)
-
-
-def disarm(
-    reason: ReasonOpt,
-    actor: ActorOpt = "operator",
-    ledger: LedgerOpt = None,
-    account: AccountOpt = None,
-    as_json: JsonOpt = False,
-    wait: WaitOpt = 0.0,
-) -> None:
-    """Stop orders to live venues (the paper venue still trades)."""
-    _operator("disarm", reason, actor, ledger, account, as_json, wait)
+    command.__name__ = action
+    command.__doc__ = summary
+    return command

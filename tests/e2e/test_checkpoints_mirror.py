@@ -5,9 +5,8 @@ embedded ledger per test, made with `titan init` and `titan submit`."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +22,7 @@ from adapters.nats.checkpoints import publish_checkpoint, read_checkpoints
 from replay.checkpoints import Checkpoint, key_id, sign
 from tests.checkpoint_support import Tamperer, tamper_line
 from tests.e2e.conftest import Titan
-from tests.nats_own_server import own_nats_server
+from tests.nats_own_server import delete_every_stream, on_server, own_nats_server
 from tests.services import NatsServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -41,17 +40,6 @@ def server() -> Iterator[NatsServer]:
         yield started
 
 
-def on_server(url: str, work: Callable[[JetStreamContext], Awaitable[T]]) -> T:
-    """Run nats-py work directly against the server (behind titan's back)."""
-
-    async def session() -> T:
-        client = await nats.connect(url)
-        try:
-            return await work(client.jetstream())
-        finally:
-            await client.close()
-
-    return asyncio.run(session())
 
 
 @pytest.fixture
@@ -59,8 +47,7 @@ def url(server: NatsServer) -> str:
     """The server's URL with titan's streams freshly applied (every earlier stream deleted)."""
 
     async def fresh(js: JetStreamContext) -> None:
-        for info in await js.streams_info():
-            await js.delete_stream(info.config.name or "")
+        await delete_every_stream(js)
         await streams.apply(js)
 
     on_server(server.url, fresh)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
-import nats
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import StorageType
 
 from adapters.nats import streams, subjects
 from tests.e2e.conftest import Titan
-from tests.nats_own_server import own_nats_server
+from tests.nats_own_server import delete_every_stream, on_server, own_nats_server
 from tests.services import NatsServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -25,28 +23,13 @@ def server() -> Iterator[NatsServer]:
         yield started
 
 
-def on_server(url: str, work: Callable[[JetStreamContext], Awaitable[object]]) -> object:
-    """Run nats-py work directly against the server (behind titan's back)."""
-
-    async def session() -> object:
-        client = await nats.connect(url)
-        try:
-            return await work(client.jetstream())
-        finally:
-            await client.close()
-
-    return asyncio.run(session())
 
 
 @pytest.fixture
 def url(server: NatsServer) -> str:
     """The server's URL, with every stream of an earlier test deleted."""
 
-    async def wipe(js: JetStreamContext) -> None:
-        for info in await js.streams_info():
-            await js.delete_stream(info.config.name or "")
-
-    on_server(server.url, wipe)
+    on_server(server.url, delete_every_stream)
     return server.url
 
 
