@@ -97,9 +97,12 @@ def test_two_relays_racing_without_a_lease_store_each_record_once(own_nats: OwnN
         ncs = [await connect(own_nats.url) for _ in range(2)]
         relays = [Relay(ledger, nc, batch=300, window=200) for nc in ncs]
         results = await asyncio.gather(*(relay.run(once=True) for relay in relays))
-        assert sum(result.published for result in results) == 4000
+        # A relay counts only acks it read: after a refusal it abandons its window, and a later
+        # message of that window may still land (the other relay's message filled the sequence it
+        # expected, with the same position). The stream, not the counters, is the proof.
+        assert 0 < sum(result.published for result in results) <= 4000
         report = await verify_mirror(ledger, ncs[0].jetstream())
-        assert report.ok and report.stream_last_seq == 4000, report
+        assert report.ok and report.stream_last_seq == 4000 and report.stream_messages == 4000, report
         for nc in ncs:
             await nc.close()
 
