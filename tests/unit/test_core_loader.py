@@ -300,3 +300,21 @@ def test_guard_refuses_the_real_build_once_a_source_changes(tmp_path: Path) -> N
     assert_refused(stale, f"{name}.py changed")
     assert interpreted.returncode == 0, interpreted.stderr
     assert interpreted.stdout.strip() == str(package / f"{name}.py")
+
+
+def test_the_titan_command_refuses_a_stale_core_in_one_line_with_exit_3(tmp_path: Path) -> None:
+    """The core is imported before any command could catch its refusal: the console script's
+    entry point (infra.entry) turns it into one line naming the fix, exit 3 (a dependency)."""
+    package = fake_build(tmp_path, SOURCES)
+    (package / "beta.py").write_text("VALUE = 22\n")
+    project = Path(__file__).resolve().parents[2]
+    env = {key: value for key, value in os.environ.items() if key != "TITAN_CORE"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(project)])
+    result = subprocess.run(  # noqa: PLW1510 - the exit code is the point
+        [sys.executable, "-c", "from infra.entry import main; main()", "version"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "beta.py changed" in result.stderr and "pip install -e ." in result.stderr
