@@ -566,6 +566,7 @@ def _copy(
     marks: dict[str, int],
     order_times_ns: tuple[int, ...],
     message_times_ns: tuple[int, ...],
+    fills: Fills | None = None,
 ) -> State:
     return State(
         state.account_id,
@@ -581,7 +582,7 @@ def _copy(
         order_times_ns,
         message_times_ns,
         state.brain,
-        state.fills,
+        state.fills if fills is None else fills,
     )
 
 
@@ -615,7 +616,9 @@ def _replace_order(state: State, ts_ns: int, order: Order) -> State:
     )
 
 
-def _close_order(state: State, ts_ns: int, order: Order, positions: dict[str, Position], marks: dict[str, int]) -> State:
+def _close_order(
+    state: State, ts_ns: int, order: Order, positions: dict[str, Position], marks: dict[str, int], fills: Fills | None = None
+) -> State:
     orders = dict(state.open_orders)
     del orders[order.order_id]
     closed = dict(state.closed_orders)
@@ -625,16 +628,13 @@ def _close_order(state: State, ts_ns: int, order: Order, positions: dict[str, Po
         closed_ids = closed_ids[1:]
     closed[order.order_id] = ClosedOrder(order.order_id, order.status, order.fill_ids)
     return _copy(
-        state, ts_ns, orders, closed, closed_ids, positions, marks, state.order_times_ns, state.message_times_ns
+        state, ts_ns, orders, closed, closed_ids, positions, marks, state.order_times_ns, state.message_times_ns, fills
     )
 
 
 def evolve(state: State, event: Event) -> State:
     """Apply one recorded event to the state; returns a new state."""
     after = _evolve_orders(state, event)
-    if isinstance(event, OrderFilled):
-        order = event.order
-        after = _with_fills(after, after.fills.with_fill(order.instrument.venue, event.fill_id, order.order_id))
     brain = next_brain(state, event)
     policy = after.policy
     if policy is not None and brain.breaker == DEFENSIVE:
@@ -642,25 +642,6 @@ def evolve(state: State, event: Event) -> State:
     if brain is after.brain:
         return after
     return _account(after, after.mode, after.policy, after.policy_hash, after.last_ts_ns, brain)
-
-
-def _with_fills(state: State, fills: Fills) -> State:
-    return State(
-        state.account_id,
-        state.mode,
-        state.policy,
-        state.policy_hash,
-        state.last_ts_ns,
-        state.open_orders,
-        state.closed_orders,
-        state.closed_order_ids,
-        state.positions,
-        state.marks,
-        state.order_times_ns,
-        state.message_times_ns,
-        state.brain,
-        fills,
-    )
 
 
 def _account(state: State, mode: str, policy: Policy | None, policy_hash: str, ts_ns: int, brain: Brain) -> State:
@@ -709,8 +690,9 @@ def _evolve_orders(state: State, event: Event) -> State:
         positions[key] = event.position
         marks = dict(state.marks)
         marks[key] = event.price_units
+        fills = state.fills.with_fill(order.instrument.venue, event.fill_id, order.order_id)
         if is_terminal(order.status):
-            return _close_order(state, ts, order, positions, marks)
+            return _close_order(state, ts, order, positions, marks, fills)
         orders = dict(state.open_orders)
         orders[order.order_id] = order
         return _copy(
@@ -723,6 +705,7 @@ def _evolve_orders(state: State, event: Event) -> State:
             marks,
             state.order_times_ns,
             state.message_times_ns,
+            fills,
         )
     if isinstance(event, OrderAcknowledged):
         order = state.open_orders[event.order_id]
