@@ -23,7 +23,14 @@ from commands.writer import AccountWriter, GroupCommitBus, PolicyIntegrityError,
 from infra.core import Core, load_core
 from infra.writers import lease_store
 from replay.chain import verify_ledger
-from tests.integration.writer_support import FaultyStore, activation, command_ids, orders
+from tests.integration.writer_support import (
+    FaultyStore,
+    activation,
+    command_ids,
+    decision,
+    orders,
+    sequential_decisions,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -74,21 +81,6 @@ def sequential_head(core: Core, commands: list[Any]) -> tuple[str, int]:
             bus.handle(command)
         _, head_hash, count = ledger.head()
         return head_hash, count
-    finally:
-        ledger.close()
-
-
-def decision(outcome: Outcome) -> tuple[str, str, str | None, list[str]]:
-    """What an answer says was decided: command id, outcome, reason and event types."""
-    return (outcome.command_id, outcome.outcome, outcome.reason, [e["type"] for e in outcome.events])
-
-
-def sequential_decisions(core: Core, commands: list[Any]) -> list[tuple[str, str, str | None, list[str]]]:
-    """What the one-at-a-time handler decides for these commands, on a fresh ledger."""
-    ledger = SQLiteLedger(":memory:")
-    try:
-        bus = Bus(Context(ledger, core), HANDLERS)
-        return [decision(bus.handle(command)) for command in commands]
     finally:
         ledger.close()
 

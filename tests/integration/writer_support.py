@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from adapters.sqlite.ledger import SQLiteLedger
 from commands.envelope import COMMAND_RECORDED
+from commands.handlers import HANDLERS, Bus, Context, Outcome
 from commands.lease import LeaseStore, StreamLease
 from commands.ports import NewRecord, Record
+from infra.core import Core
 from infra.submit import default_policy
 from schemas import commands as wire
 from schemas.policy import policy_hash
@@ -94,3 +97,18 @@ class FaultyStore:
         lease = WrappedLease(await self.inner.acquire_lease(stream_id, holder), self)
         self.leases.append(lease)
         return lease
+
+
+def decision(outcome: Outcome) -> tuple[str, str, str | None, list[str]]:
+    """What an answer says was decided: command id, outcome, reason and event types."""
+    return (outcome.command_id, outcome.outcome, outcome.reason, [e["type"] for e in outcome.events])
+
+
+def sequential_decisions(core: Core, commands: list[Any]) -> list[tuple[str, str, str | None, list[str]]]:
+    """What the one-at-a-time handler decides for these commands, on a fresh ledger."""
+    ledger = SQLiteLedger(":memory:")
+    try:
+        bus = Bus(Context(ledger, core), HANDLERS)
+        return [decision(bus.handle(command)) for command in commands]
+    finally:
+        ledger.close()

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.sqlite.lease import LocalLeaseStore
 from adapters.sqlite.ledger import SQLiteLedger
-from commands.handlers import HANDLERS, Bus, Context, Outcome
+from commands.handlers import Outcome
 from commands.lease import LeaseRefused, StreamLease
 from commands.ports import LedgerError, NewRecord, Record
 from commands.writer import (
@@ -21,7 +21,7 @@ from commands.writer import (
 )
 from infra.core import Core, load_core
 from schemas.canonical import document_hash
-from tests.integration.writer_support import activation, orders
+from tests.integration.writer_support import activation, decision, orders, sequential_decisions
 
 
 @pytest.fixture(scope="module")
@@ -80,21 +80,6 @@ class _FlakyLease:
 
     async def release(self) -> None:
         await self.inner.release()
-
-
-def decision(outcome: Outcome) -> tuple[str, str, str | None, list[str]]:
-    """What an answer says was decided: command id, outcome, reason and event types."""
-    return (outcome.command_id, outcome.outcome, outcome.reason, [e["type"] for e in outcome.events])
-
-
-def sequential_decisions(core: Core, commands: list[Any]) -> list[tuple[str, str, str | None, list[str]]]:
-    """What the one-at-a-time handler decides for these commands, on a fresh ledger."""
-    ledger = SQLiteLedger(":memory:")
-    try:
-        bus = Bus(Context(ledger, core), HANDLERS)
-        return [decision(bus.handle(command)) for command in commands]
-    finally:
-        ledger.close()
 
 
 def test_a_failed_append_fails_its_batch_only_and_the_writer_reloads(ledger: SQLiteLedger, core: Core) -> None:
