@@ -10,7 +10,6 @@ existing key file, no checkpoint log, an empty ledger, bad NATS settings, no mir
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,28 +166,15 @@ def _nats(settings: Settings, work: Callable[[JetStreamContext], Awaitable[T]], 
     """Run work on a JetStream context from the settings; exit 3 when NATS is unreachable (naming
     the URL), 2 for bad NATS settings, 1 when TITAN_CHECKPOINTS is missing or differs from its spec.
     `kept`: the file that holds the checkpoint although it was not mirrored (said on failure)."""
-    import nats.errors
-
     from adapters.nats.checkpoints import CheckpointStreamError
-    from adapters.nats.connection import NatsSettingsError, NatsUnreachable, connected, display_url
+    from adapters.nats.connection import display_url
+    from infra.cli.nats import on_jetstream
 
-    url = display_url(settings.nats_url)
     note = "" if kept is None else f"; the checkpoint stays in {kept} (run again to mirror one)"
-
-    async def session() -> T:
-        async with connected(settings, name="titan ledger checkpoints") as client:
-            return await work(client.jetstream())
-
     try:
-        return asyncio.run(session())
-    except NatsUnreachable as error:
-        fail(f"{error}{note}", EXIT_UNREACHABLE)
-    except NatsSettingsError as error:
-        fail(f"{error}{note}", EXIT_BAD_INPUT)
+        return on_jetstream(settings, work, name="titan ledger checkpoints", note=note)
     except CheckpointStreamError as error:
-        fail(f"NATS at {url}: {error}{note}", EXIT_CHECK_FAILED)
-    except nats.errors.Error as error:  # JetStream answered with an error titan did not expect
-        fail(f"NATS at {url} answered: {error or type(error).__name__}{note}", EXIT_UNREACHABLE)
+        fail(f"NATS at {display_url(settings.nats_url)}: {error}{note}", EXIT_CHECK_FAILED)
 
 
 def signed_line(log: Path, checkpoint: Checkpoint) -> bytes:

@@ -62,21 +62,26 @@ def _settings(nats: str | None) -> Settings:
     return Settings(nats_url=nats) if nats else Settings()
 
 
-def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Connect, run the work on a JetStream context, close; unreachable exits 3, bad settings 2."""
+def on_jetstream(settings: Settings, work: Callable[[Any], Awaitable[T]], *, name: str, note: str = "") -> T:
+    """Connect, run the work on a JetStream context, close; unreachable exits 3, bad settings 2,
+    an error JetStream answered that titan did not expect 3. `note` ends every such message."""
 
     async def session() -> T:
-        async with connected(settings, name="titan nats") as client:
+        async with connected(settings, name=name) as client:
             return await work(client.jetstream())
 
     try:
         return asyncio.run(session())
     except NatsUnreachable as exc:
-        fail(str(exc), EXIT_UNREACHABLE)
+        fail(f"{exc}{note}", EXIT_UNREACHABLE)
     except NatsSettingsError as exc:
-        fail(str(exc), EXIT_BAD_INPUT)
+        fail(f"{exc}{note}", EXIT_BAD_INPUT)
     except nats.errors.Error as exc:  # JetStream answered with an error titan did not expect
-        fail(f"NATS at {display_url(settings.nats_url)} answered: {exc}", EXIT_UNREACHABLE)
+        fail(f"NATS at {display_url(settings.nats_url)} answered: {exc or type(exc).__name__}{note}", EXIT_UNREACHABLE)
+
+
+def _run(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    return on_jetstream(settings, work, name="titan nats")
 
 
 def verify_cmd(nats: NatsOpt = None, as_json: JsonOpt = False) -> None:
