@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 SECRET_PARAMETERS = frozenset({"password", "sslpassword", "passfile_password"})
@@ -27,3 +28,12 @@ def redact(url: str) -> str:
     if secret_query:
         query = urlencode([(k, MASK if k.lower() in SECRET_PARAMETERS else v) for k, v in pairs], safe="*")
     return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+_USER_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]+):[^@\s/]*@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)[^&\s'\"]*", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """A message with the password of every URL in it replaced by *** (an error quoting a URL)."""
+    return _QUERY_PASSWORD.sub(rf"\1{MASK}", _USER_PASSWORD.sub(rf"\1:{MASK}@", text))

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from adapters.redact import redact
+from adapters.redact import redact, redact_text
 from commands.ports import Ledger, LedgerError, LedgerUnreachable
 from infra.cli.common import (
     EXIT_BAD_INPUT,
@@ -84,15 +84,10 @@ def _progress(label: str, total: int | None, enabled: bool) -> Iterator[Callable
         yield lambda done: bar.update(task, completed=done)
 
 
-def shown_url(url: str) -> str:
-    """A ledger URL fit to print: a password in it is masked."""
-    return redact(url)
-
-
 def _ledger(ledger: str | None, ctx: typer.Context | None = None) -> tuple[str, Ledger]:
     url = ledger or (ctx.obj.get("ledger") if ctx is not None and isinstance(ctx.obj, dict) else None)
     settings = settings_for(url)
-    return shown_url(settings.ledger_url), open_or_fail(settings, create=False)
+    return redact(settings.ledger_url), open_or_fail(settings, create=False)
 
 
 def _require_intact(store: Ledger, url: str) -> None:
@@ -547,7 +542,7 @@ def ledger_export_cmd(
     except ChainBroken as error:
         fail(str(error), EXIT_CHECK_FAILED)
     except LedgerError as error:  # the ledger went away, or a record cannot be read, mid-export
-        fail(shown_url(str(error)), EXIT_UNREACHABLE if isinstance(error, LedgerUnreachable) else EXIT_BAD_INPUT)
+        fail(redact_text(str(error)), EXIT_UNREACHABLE if isinstance(error, LedgerUnreachable) else EXIT_BAD_INPUT)
     finally:
         store.close()
     manifest = result.manifest
@@ -622,7 +617,7 @@ def _audit_live(query: str, ledger: str | None) -> Any:
             read_side=READ_SIDE,
         )
     except LedgerError as error:
-        fail(shown_url(str(error)), EXIT_UNREACHABLE if isinstance(error, LedgerUnreachable) else EXIT_BAD_INPUT)
+        fail(redact_text(str(error)), EXIT_UNREACHABLE if isinstance(error, LedgerUnreachable) else EXIT_BAD_INPUT)
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:

@@ -147,3 +147,12 @@ def test_projections_status_names_a_missing_store(titan: Titan, tmp_path: Path) 
     assert titan("init", "--ledger", url).returncode == 0
     result = titan("projections", "status", "--ledger", url, "--store", f"sqlite:///{tmp_path / 'none.db'}")
     assert result.returncode == 2 and "no read models" in result.stderr
+
+
+def test_a_password_quoted_inside_an_error_message_is_masked() -> None:
+    from adapters.redact import redact_text
+
+    message = "cannot open ledger postgresql://u:s3cret@h:5432/db?sslpassword=k3y&sslmode=require: denied"
+    shown = redact_text(message)
+    assert "s3cret" not in shown and "k3y" not in shown
+    assert shown == "cannot open ledger postgresql://u:***@h:5432/db?sslpassword=***&sslmode=require: denied"
