@@ -92,4 +92,6 @@ def to_core(command: wire.AnyCommand, core: Any) -> Any:
         return c.Flatten(
             command.command_id, command.ts_ns, command.reason, command.policy_hash, command.phase_id or 0, command.intent_id or ""
         )
+    if isinstance(command, wire.PurgeDlq):
+        return c.PurgeDlq(command.command_id, command.ts_ns, list(command.entry_ids), command.reason, command.actor)
     assert_never(command)

@@ -218,3 +218,15 @@ class Resume(Command):
     def __init__(self, command_id: str, ts_ns: int, reason: str) -> None:
         super().__init__(command_id, ts_ns)
         self.reason: Final = reason
+
+
+class PurgeDlq(Command):
+    """An operator removes dead letters from the DLQ (`entry_ids`, in the order given); the
+    removal itself happens on TITAN_DLQ after the purge is recorded. `actor` is recorded in the
+    event's data too, so the purge reads whole without its envelope."""
+
+    def __init__(self, command_id: str, ts_ns: int, entry_ids: list[str], reason: str, actor: str) -> None:
+        super().__init__(command_id, ts_ns)
+        self.entry_ids: Final = entry_ids
+        self.reason: Final = reason
+        self.actor: Final = actor

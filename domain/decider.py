@@ -30,6 +30,7 @@ from .commands import (
     Flatten,
     Halt,
     PlaceOrder,
+    PurgeDlq,
     RecordCancelled,
     RecordFill,
     RecordOrderAck,
@@ -45,6 +46,7 @@ from .events import (
     BreakerTransitioned,
     Check,
     CommandRejected,
+    DlqPurged,
     Event,
     ModeChanged,
     OrderAccepted,
@@ -183,6 +185,9 @@ def _decide_command(command: Command, state: State) -> list[Event]:
         return [_resume(command, state)]
     if isinstance(command, Flatten):
         return _flatten(command, state)
+    if isinstance(command, PurgeDlq):
+        # An operator's bookkeeping: always accepted, whatever the account's state.
+        return [DlqPurged(command.ts_ns, command.entry_ids, command.reason, command.actor)]
     raise TypeError("the execution decider has no rule for " + type(command).__name__)
 
 

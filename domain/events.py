@@ -29,6 +29,7 @@ VENUE_STATUS_CHANGED: Final = "venue.status_changed.v1"
 REGIME_CHANGED: Final = "regime.changed.v1"
 TAIL_RISK_RECORDED: Final = "tail_risk.recorded.v1"
 DAY_ROLLED: Final = "budget.day_rolled.v1"
+DLQ_PURGED: Final = "dlq.purged.v1"
 
 EVENT_TYPES: Final = (
     POLICY_ACTIVATED,
@@ -48,6 +49,7 @@ EVENT_TYPES: Final = (
     REGIME_CHANGED,
     TAIL_RISK_RECORDED,
     DAY_ROLLED,
+    DLQ_PURGED,
 )
 
 PASS: Final = "pass"
@@ -539,6 +541,24 @@ class DayRolled(Event):
         return {"from_day": self.from_day, "to_day": self.to_day, "closed_day_pnl": format_money(self.closed_day_pnl_money)}
 
 
+class DlqPurged(Event):
+    """An operator purged dead letters: their entry ids, why, and who. It changes nothing in the
+    account's trading state; the DLQ view folds it."""
+
+    def __init__(self, ts_ns: int, entry_ids: list[str], reason: str, actor: str) -> None:
+        super().__init__(ts_ns)
+        self.entry_ids: Final = entry_ids
+        self.reason: Final = reason
+        self.actor: Final = actor
+
+    def type_name(self) -> str:
+        return DLQ_PURGED
+
+    def to_data(self) -> dict[str, object]:
+        entry_ids: list[object] = list(self.entry_ids)
+        return {"entry_ids": entry_ids, "reason": self.reason, "actor": self.actor}
+
+
 # --- decoding ---------------------------------------------------------------------------------
 
 
@@ -780,6 +800,8 @@ def decode_event(type_name: str, ts_ns: int, data: dict[str, object], state: Sta
         return DayRolled(ts_ns, _i(data, "from_day"), _i(data, "to_day"), _units(_s(data, "closed_day_pnl"), MONEY_DECIMALS))
     if type_name == ACCOUNT_ARMED or type_name == ACCOUNT_DISARMED:
         return ModeChanged(ts_ns, type_name == ACCOUNT_ARMED, _s(data, "previous_mode"), _s(data, "reason"))
+    if type_name == DLQ_PURGED:
+        return DlqPurged(ts_ns, _str_list(data, "entry_ids"), _s(data, "reason"), _s(data, "actor"))
     raise DecodeError(f"unknown event type {type_name!r}")
 
 

@@ -8,6 +8,10 @@ From rules version 2 on, two kinds are never refused for lateness:
   the issuer stamped;
 - the kill switch (halt, flatten): an operator's halt always takes effect.
 
+A DLQ purge (`purge_dlq.v1`, added after rules 2) is never refused for lateness under any rules
+version: it changes no trading state, and an operator's action always takes effect. It is decided
+at the account's current time.
+
 Everything else (orders, cancel requests, policy, regime, tail risk, resume, arm, disarm) stays
 refused: each of them asks for something new, and asking late is asking under stale facts.
 """
@@ -18,6 +22,7 @@ from .commands import (
     Command,
     Flatten,
     Halt,
+    PurgeDlq,
     RecordCancelled,
     RecordFill,
     RecordOrderAck,
@@ -32,6 +37,8 @@ def decided_at(command: Command, last_ts_ns: int, rules_version: int) -> Command
     fact or kill switch under rules >= 2, or None when it is refused as stale."""
     if command.ts_ns >= last_ts_ns:
         return command
+    if isinstance(command, PurgeDlq):
+        return PurgeDlq(command.command_id, last_ts_ns, command.entry_ids, command.reason, command.actor)
     if rules_version < RULES_V2:
         return None
     return _at(command, last_ts_ns)

@@ -8,6 +8,7 @@ from pydantic import Field, TypeAdapter, ValidationInfo, model_validator
 
 from .base import (
     INT_DIGITS,
+    Bound,
     CommandId,
     Decimal,
     Identifier,
@@ -32,6 +33,8 @@ Reason = Annotated[str, Field(min_length=1, max_length=1000), PlainText]
 MAX_POSITIONS: Final = 1000
 """Positions a venue snapshot may list."""
 MAX_SAMPLE_SIZE: Final = 1_000_000_000
+MAX_PURGE_ENTRIES: Final = 100
+"""Dead-letter entries one `purge_dlq.v1` may name."""
 NOTIONAL_DIGITS: Final = INT_DIGITS
 """quantity × price stays below 10^10 quote units, so that it fits a signed 64-bit integer of 1e-8."""
 
@@ -204,6 +207,33 @@ class Disarm(CommandBase):
     reason: Reason
 
 
+def _duplicate_problem(values: list[str]) -> str | None:
+    seen: set[str] = set()
+    for index, value in enumerate(values):
+        if value in seen:
+            return f"each entry id at most once (item {index} repeats an earlier one)"
+        seen.add(value)
+    return None
+
+
+EntryIds = Annotated[
+    list[Identifier],
+    Field(min_length=1, description="the dead-letter entries (titan.dlq.v1 entry_id), each once"),
+    items_at_most(MAX_PURGE_ENTRIES),
+    Bound(_duplicate_problem, {"uniqueItems": True}),
+]
+"""1 to 100 distinct DLQ entry ids."""
+
+
+class PurgeDlq(CommandBase):
+    """An operator removes dead letters from TITAN_DLQ: recorded first (who, why, which), removed
+    from the stream after the purge is accepted (docs/dlq.md). Always accepted."""
+
+    type: Literal["purge_dlq.v1"] = "purge_dlq.v1"
+    entry_ids: EntryIds
+    reason: Reason
+
+
 AnyCommand = Annotated[
     PlaceOrder
     | CancelOrder
@@ -219,7 +249,8 @@ AnyCommand = Annotated[
     | Flatten
     | Resume
     | Arm
-    | Disarm,
+    | Disarm
+    | PurgeDlq,
     Field(discriminator="type"),
 ]
 """Any titan command, told apart by its `type`."""
@@ -250,6 +281,7 @@ COMMAND_MODELS: tuple[type[CommandBase], ...] = (
     Resume,
     Arm,
     Disarm,
+    PurgeDlq,
 )
 
 

@@ -28,7 +28,7 @@ from .base import (
     at_most,
     items_at_most,
 )
-from .commands import MAX_SAMPLE_SIZE, PhaseId, Reason, Side
+from .commands import MAX_SAMPLE_SIZE, EntryIds, PhaseId, Reason, Side
 from .policy import MAX_OPEN_ORDERS, PolicyDocument
 
 POLICY_ACTIVATED: Final = "policy.activated.v1"
@@ -48,6 +48,7 @@ VENUE_STATUS_CHANGED: Final = "venue.status_changed.v1"
 REGIME_CHANGED: Final = "regime.changed.v1"
 TAIL_RISK_RECORDED: Final = "tail_risk.recorded.v1"
 DAY_ROLLED: Final = "budget.day_rolled.v1"
+DLQ_PURGED: Final = "dlq.purged.v1"
 COMMAND_RECORDED: Final = "command.recorded.v1"
 
 Hash = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lowercase hex SHA-256")]
@@ -447,6 +448,14 @@ class CommandRecorded(WireModel):
         return self
 
 
+class DlqPurged(WireModel):
+    """An operator purged dead letters from the DLQ (`purge_dlq.v1`); trading state unchanged."""
+
+    entry_ids: EntryIds
+    reason: Reason
+    actor: Identifier
+
+
 class Envelope(WireModel):
     """One ledger record as stored (the canonical JSON in `state`, SPEC §2)."""
 
@@ -491,6 +500,7 @@ EVENT_DATA_MODELS: Final[dict[str, type[WireModel]]] = {
     REGIME_CHANGED: RegimeChanged,
     TAIL_RISK_RECORDED: TailRiskRecorded,
     DAY_ROLLED: DayRolled,
+    DLQ_PURGED: DlqPurged,
     COMMAND_RECORDED: CommandRecorded,
 }
 """The model of each record type's `data`, keyed by versioned type name."""

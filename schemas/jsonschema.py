@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from .base import WireModel
 from .commands import COMMAND_MODELS, command_type
+from .dlq import DlqEntry
 from .events import EVENT_DATA_MODELS, Envelope
 from .policy import PolicyDocument
 
@@ -31,6 +32,7 @@ def generate() -> dict[str, dict[str, Any]]:
     schemas: dict[str, dict[str, Any]] = {
         "envelope.v1.json": _schema(Envelope),
         "policy.v1.json": _schema(PolicyDocument),
+        "dlq.v1.json": _schema(DlqEntry),
     }
     for command in COMMAND_MODELS:
         schemas[f"commands/{command_type(command)}.json"] = _schema(command)

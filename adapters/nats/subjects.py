@@ -74,3 +74,42 @@ LEDGER_ID: Final = "Titan-Ledger-Id"
 def checkpoint_subject(ledger_id: str) -> str:
     """Where a ledger's signed checkpoints go: `titan.checkpoint.<ledger id>`."""
     return f"{CHECKPOINT_PREFIX}.{token(ledger_id)}"
+
+
+# Intake (docs/messaging.md, "Intake").
+REPLY_TO: Final = "Titan-Reply-To"
+"""Where the intake answers a command: a JetStream-stored message's own reply subject is the
+consumer's ack subject, so the sender names its inbox in this header instead."""
+REPLY_PREFIX: Final = "_INBOX."
+"""The only subjects the intake replies on: a reply can never land in one of titan's streams."""
+REPLAY_OF: Final = "Titan-Replay-Of"
+"""Set by `titan dlq replay`: the dead-letter entry a message re-submits."""
+
+
+def untoken(text: str) -> str:
+    """The id a subject token encodes (the inverse of `token`); raise ValueError on a bad escape."""
+    out: list[str] = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == "%":
+            code = text[index + 1 : index + 3]
+            if len(code) != 2 or not all(c in "0123456789ABCDEF" for c in code):
+                raise ValueError(f"bad escape {text[index:index + 3]!r} in subject token")
+            out.append(chr(int(code, 16)))
+            index += 3
+        else:
+            out.append(char)
+            index += 1
+    return "".join(out)
+
+
+def parse_command_subject(subject: str) -> tuple[str, str]:
+    """The account id and command type of `titan.cmd.<account>.<command type>`; raise ValueError."""
+    prefix = CMD_PREFIX + "."
+    if not subject.startswith(prefix):
+        raise ValueError(f"subject {subject[:200]!r} is not under {prefix}")
+    account, dot, command_type = subject[len(prefix) :].partition(".")
+    if not account or not dot or not command_type:
+        raise ValueError(f"subject {subject[:200]!r} is not {prefix}<account>.<command type>")
+    return untoken(account), command_type

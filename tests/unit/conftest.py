@@ -338,6 +338,11 @@ class CommandBuilder:
     def resume(self, *, ts_ns: int | None = None, reason: str = "checked, all clear") -> Any:
         return self.core.commands.Resume(self._next_id(), self._ts(ts_ns), reason)
 
+    def purge_dlq(
+        self, entry_ids: tuple[str, ...] = ("cmd-1-0123456789abcdef",), *, ts_ns: int | None = None, reason: str = "triaged"
+    ) -> Any:
+        return self.core.commands.PurgeDlq(self._next_id(), self._ts(ts_ns), list(entry_ids), reason, "operator")
+
     def flatten(
         self,
         name: str,

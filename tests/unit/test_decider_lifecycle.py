@@ -779,6 +779,7 @@ SCENARIOS: dict[str, Callable[[Any], list[Any]]] = {
         cmd.halt(ts_ns=2_000_000_000),
         cmd.flatten("fl", ts_ns=2_000_000_000),
         cmd.resume(ts_ns=86_400_000_000_000),  # the next UTC day: the budget rolls
+        cmd.purge_dlq(ts_ns=86_400_000_000_000),  # an operator's DLQ purge, recorded
     ],
     "cancellation": lambda cmd: [
         cmd.activate(),

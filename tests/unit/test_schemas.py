@@ -298,6 +298,12 @@ class Account:
         wire["reason"] = "operator halt"
         return wire
 
+    def purge_dlq(self) -> dict[str, Any]:
+        wire = self._common("purge_dlq.v1", None)
+        wire["entry_ids"] = ["cmd-7-0123456789abcdef"]
+        wire["reason"] = "triaged: a forged message"
+        return wire
+
     def resume(self) -> dict[str, Any]:
         wire = self._common("resume.v1", None)
         wire["reason"] = "all clear"
@@ -415,6 +421,8 @@ def to_domain(command: Any, wire: dict[str, Any]) -> dc.Command:
             command.phase_id or 0,
             command.intent_id or "",
         )
+    if kind == "purge_dlq.v1":
+        return dc.PurgeDlq(command.command_id, command.ts_ns, list(command.entry_ids), command.reason, command.actor)
     raise AssertionError(f"the core has no command for {kind}")
 
 
@@ -428,6 +436,7 @@ def lifecycle_scenario() -> Account:
     a.expect(a.place("c0", "0.1", "65000"), rejected, reasons.NO_ACTIVE_POLICY)
     a.expect(a.arm(), refused, reasons.NO_ACTIVE_POLICY)
     a.expect(a.disarm(), refused, reasons.MODE_UNCHANGED)
+    a.expect(a.purge_dlq(), "dlq.purged.v1")  # an operator action: needs no policy
 
     # policy
     activated = a.expect(a.activate(), "policy.activated.v1")

@@ -372,7 +372,7 @@ def test_replay_verify_and_export_hooks(demo_ledger: SQLiteLedger, demo_ledger_f
 
     exported = read_side.export_rows(demo_ledger)
     assert set(exported) == {
-        "positions", "orders", "decisions", "commands", "dlq",
+        "positions", "orders", "decisions", "commands", "dlq_purges",
         "truth", "truth_history", "breaker", "breaker_transitions", "budget", "venue_quality",
     }
     assert len(exported["commands"]) == sum(1 for r in demo_ledger.iter_all() if r.type == "command.recorded.v1")

@@ -160,10 +160,11 @@ def test_every_command_record_makes_a_command_row(trading, rows_of):
         assert row["event_ids"] == record.envelope["data"]["event_ids"]
 
 
-def test_the_dlq_is_fed_by_no_ledger_record_yet(trading, rows_of):
+def test_the_ledger_feeds_the_dlq_projection_only_its_purges(trading, rows_of):
     session = trading()
     session.place("o1")
-    assert rows_of(dlq.PROJECTION, session.records()) == {"rm_dlq": []}
+    # rm_dlq itself is fed from TITAN_DLQ (adapters/nats/dlq.py DlqFeed), not from the ledger.
+    assert rows_of(dlq.PROJECTION, session.records()) == {"rm_dlq_purges": []}
 
 
 def test_a_dlq_entry_becomes_a_row_and_unknown_fields_are_named():
