@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from schemas import commands as wire
@@ -125,6 +126,7 @@ class AccountWriter:
         holder: str | None = None,
         expected_policy_hash: str | None = None,
         reconnect_timeout_s: float = DEFAULT_RECONNECT_TIMEOUT_S,
+        on_commit: Callable[[int, float], None] | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
@@ -136,6 +138,8 @@ class AccountWriter:
         self.reconnect_timeout_s = reconnect_timeout_s
         self.batch_sizes: Counter[int] = Counter()
         """How many batches of each size were committed (for tests and `titan bench`)."""
+        self.on_commit = on_commit
+        """Called after each committed batch with (commands in it, seconds the append took)."""
         self._store = store
         self._core = core
         self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue()
@@ -241,6 +245,7 @@ class AccountWriter:
         try:
             for _attempt in range(MAX_CONFLICTS):
                 plan = self._plan(batch, known)
+                started = time.perf_counter()
                 try:
                     sealed = await lease.append(plan.records) if plan.records else []
                 except VersionConflict as conflict:
@@ -253,6 +258,8 @@ class AccountWriter:
                     continue
                 self._state, self._version = plan.state, plan.version
                 self.batch_sizes[len(batch)] += 1
+                if self.on_commit is not None:
+                    self.on_commit(len(batch), time.perf_counter() - started)
                 self._answer(batch, plan, sealed)
                 return
             raise WriterUnavailable(
@@ -448,6 +455,16 @@ class GroupCommitBus:
         self._writers[account_id] = writer
         future.set_result(writer)
         return writer
+
+    def state_of(self, account_id: str) -> Any:
+        """The committed state of an account whose writer runs, else None."""
+        writer = self._writers.get(account_id)
+        return writer.state if writer is not None and writer.failed is None else None
+
+    @property
+    def writers(self) -> dict[str, AccountWriter]:
+        """The running writers, by account."""
+        return dict(self._writers)
 
     async def stop(self) -> None:
         """Stop every writer (each commits what it has queued first)."""

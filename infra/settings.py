@@ -102,3 +102,27 @@ class Settings(BaseSettings):
         "path of a file holding them or a PEM public key. Default: derived from the private key "
         "file (TITAN_CHECKPOINT_PUBLIC_KEY)",
     )
+    intake_keys: str | None = Field(
+        None,
+        description="Path of the intake's key file (`titan keys generate`): one HMAC key per issuer; "
+        "every command on NATS must then be signed. Default: none (TITAN_INTAKE_KEYS)",
+    )
+    intake_window_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="A signed command is refused when its issuer's timestamp is further than this "
+        "many seconds from the intake's clock, past or future (TITAN_INTAKE_WINDOW_S)",
+    )
+    intake_unsigned: bool = Field(
+        False,
+        description="Let `titan serve` run without keys, taking unsigned commands from anyone who can "
+        "publish on titan.cmd.> (a single-user trial only). Default: false (TITAN_INTAKE_UNSIGNED)",
+    )
+    serve_host: str = Field(
+        "127.0.0.1",
+        description="The address `titan serve` answers /health, /ready and /metrics on (TITAN_SERVE_HOST)",
+    )
+    serve_port: int = Field(
+        8470, ge=0, le=65_535, description="The port of /health, /ready and /metrics; 0 picks one (TITAN_SERVE_PORT)"
+    )

@@ -150,11 +150,18 @@ def _kind(value: Any) -> str:
     )
 
 
-def parse_new_command(raw: bytes) -> AnyCommand:
-    """A new command from one JSON line, every bound applied; raise WireInputError."""
+def parse_new_command(raw: bytes, *, stamp: int | None = None, issued_ts_ns: int | None = None) -> AnyCommand:
+    """A new command from one JSON line, every bound applied; raise WireInputError.
+
+    With `stamp` (the NATS intake), `ts_ns` is the time of receipt whatever the payload says, and
+    `issued_ts_ns`, when the payload has none, is the issuer's signed time."""
     value = load_json(raw)
     if not isinstance(value, dict):
         raise WireInputError([_error("(line)", f"a command is a JSON object; got {_kind(value)}")])
+    if stamp is not None:
+        value["ts_ns"] = stamp
+        if issued_ts_ns is not None and value.get("issued_ts_ns") is None:
+            value["issued_ts_ns"] = issued_ts_ns
     command_id = _command_id_of(value)
     kind = value.get("type")
     if kind not in ACCEPTED_TYPES:

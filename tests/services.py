@@ -51,6 +51,15 @@ class PostgresServer:
     admin_url: str
     origin: str
     _stop: list[object] = field(default_factory=list, repr=False)
+    _restart: list[object] = field(default_factory=list, repr=False)
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop the server at once (as a crash would), wait `down_s`, start it again; only for a
+        cluster this process started (`own_postgres_cluster`)."""
+        if not self._restart:
+            raise ServiceUnavailable(f"{self.origin} was not started by the tests: it is not restarted")
+        for restart in self._restart:
+            restart(down_s)  # type: ignore[operator]
 
     def database_url(self, name: str) -> str:
         """The URL of another database on the same server."""
@@ -156,8 +165,13 @@ def _throwaway_cluster(bindir: Path) -> PostgresServer:
             run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(directory, ignore_errors=True)
 
+    def restart(down_s: float) -> None:
+        run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+        time.sleep(down_s)
+        run("pg_ctl", "-D", str(data), "-o", options, "-l", str(directory / "server.log"), "-w", "-t", "60", "start")
+
     admin_url = f"postgresql://{PG_SUPERUSER}@127.0.0.1:{port}/postgres"
-    server = PostgresServer(admin_url, f"throwaway cluster from {bindir} in {directory}", [stop])
+    server = PostgresServer(admin_url, f"throwaway cluster from {bindir} in {directory}", [stop], [restart])
     deadline = time.monotonic() + 30
     while not pg_answers(admin_url, 1):
         if time.monotonic() > deadline:
@@ -165,6 +179,20 @@ def _throwaway_cluster(bindir: Path) -> PostgresServer:
             raise RuntimeError(f"the cluster in {directory} did not accept connections within 30 s")
         time.sleep(0.2)
     return server
+
+
+@contextlib.contextmanager
+def own_postgres_cluster() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster of the test's own, which it may crash and restart
+    (`server.restart()`); needs the server binaries (ServiceUnavailable otherwise)."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        raise ServiceUnavailable("no PostgreSQL server binaries (initdb, pg_ctl) in /usr/lib/postgresql/*/bin or on PATH")
+    server = _throwaway_cluster(bindir)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def docker_answers() -> bool:

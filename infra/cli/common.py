@@ -76,6 +76,12 @@ def print_json(document: Any) -> None:
     sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n")
 
 
+def print_json_line(document: Any) -> None:
+    """One compact JSON line on stdout (the `titan submit` and `titan send` output), flushed."""
+    sys.stdout.write(orjson.dumps(document).decode() + "\n")
+    sys.stdout.flush()
+
+
 def open_or_fail(settings: Settings, *, create: bool = True) -> Ledger:
     """The ledger the settings name, or exit with the reason: 3 if its server is unreachable,
     else 2."""

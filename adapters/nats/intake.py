@@ -1,0 +1,316 @@
+"""The intake (SPEC §4, docs/messaging.md "Intake"): commands from TITAN_CMD into the group-commit
+writer, each decided exactly once.
+
+For every message fetched from the durable pull consumer `titan-intake`, in order:
+1. the subject names an account and a command type (`titan.cmd.<account>.<type>`);
+2. when keys are configured, the signature verifies for a known issuer inside the time window;
+3. the payload is a command (the same models and bounds as `titan submit`) whose account and type
+   are the subject's, stamped `ts_ns` on receipt (never behind the account's last decided time;
+   the issuer's clock stays in `issued_ts_ns`);
+4. the issuer's role allows it; a reply subject, if asked for, is an inbox.
+A message that fails any step goes to TITAN_DLQ with its reason, is answered `invalid` when it
+asked for an answer, and is acked: nothing is recorded. The rest go to the writer as one batch per
+fetch; each message is acked only after the batch holding its command committed, and its outcome
+is replied. A message whose handling fails (ledger unreachable, lease lost) is nak'ed with a
+delay and comes back; after max_deliver the DLQ router takes it. At-least-once delivery plus
+command-id idempotency: each command is decided once, a redelivered one is answered with its
+original outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import nats.errors
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from commands.handlers import Outcome
+from commands.lease import LeaseRefused
+from commands.ports import LedgerError
+from commands.translate import InvalidCommand
+from commands.writer import GroupCommitBus
+from schemas.intake import WireInputError, echo, parse_new_command
+
+from . import subjects
+from .dlq import dead_letter
+from .intake_metrics import IntakeMetrics
+from .roles import check_role
+from .signing import Keys, Refused, verify
+
+FETCH_BATCH: Final = 500
+FETCH_WAIT_S: Final = 0.5
+RETRY_DELAYS_S: Final = (10.0, 30.0, 60.0, 120.0)
+"""Delays of a nak after a failed handling, by delivery (the consumer's backoff, for naks too)."""
+PROGRESS_EVERY_S: Final = 4.0
+"""While a batch waits on the ledger, its messages are told `in progress` this often, so that
+ack_wait (10 s) does not redeliver a command that is being decided."""
+MAX_REPLY_SUBJECT: Final = 256
+
+SUBJECT_INVALID: Final = "SUBJECT_INVALID"
+SCHEMA_INVALID: Final = "SCHEMA_INVALID"
+SUBJECT_MISMATCH: Final = "SUBJECT_MISMATCH"
+BAD_REPLY_SUBJECT: Final = "BAD_REPLY_SUBJECT"
+
+
+@dataclass(frozen=True, slots=True)
+class Screened:
+    """A message that passed every check: its command and where to answer."""
+
+    msg: Msg
+    command: Any
+    reply_to: str | None
+    received_ns: float
+
+
+class Rejected(Exception):
+    """A message refused at the boundary: a reason code and a bounded error text."""
+
+    def __init__(self, reason: str, error: str, command_id: str | None = None) -> None:
+        super().__init__(f"{reason}: {error}")
+        self.reason = reason
+        self.error = error
+        self.command_id = command_id
+
+
+class Intake:
+    """Drains TITAN_CMD into the writer until stopped; see the module docstring."""
+
+    def __init__(
+        self,
+        nc: Client,
+        bus: GroupCommitBus,
+        *,
+        keys: Keys | None,
+        window_s: float,
+        metrics: IntakeMetrics | None = None,
+        clock: Callable[[], int] = time.time_ns,
+        fetch_batch: int = FETCH_BATCH,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.bus = bus
+        self.keys = keys
+        self.window_ns = int(window_s * 1_000_000_000)
+        self.metrics = metrics or IntakeMetrics()
+        self.clock = clock
+        self.fetch_batch = fetch_batch
+        self.log = log or (lambda _line: None)
+        self._last_stamp: dict[str, int] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch, decide, ack and answer until `stop` is set; the batch in hand is finished first
+        (its commands committed, acked and answered): that is the drain."""
+        psub = await self.js.pull_subscribe_bind(
+            durable=subjects.INTAKE_CONSUMER, stream=subjects.CMD_STREAM
+        )
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await psub.fetch(self.fetch_batch, timeout=FETCH_WAIT_S)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    continue  # nothing to fetch (nats-py raises either)
+                except (nats.errors.Error, OSError):
+                    await asyncio.sleep(0.2)  # reconnecting: the durable consumer keeps our place
+                    continue
+                try:
+                    await self.handle(msgs)
+                except Exception as error:  # noqa: BLE001 - never stop taking commands over one batch
+                    self.log(f"intake: a batch failed ({type(error).__name__}: {error}); its messages come back")
+                    for msg in msgs:
+                        await _nak(msg)
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    async def handle(self, msgs: Sequence[Msg]) -> None:
+        """One fetched batch: screen each message, dead-letter the refused, decide the rest."""
+        received_ns = time.perf_counter()
+        now_ns = self.clock()
+        screened: list[Screened] = []
+        for msg in msgs:
+            if _delivered(msg) > 1:
+                self.metrics.redeliveries.inc()
+            try:
+                screened.append(self._screen(msg, now_ns, received_ns))
+            except Rejected as refusal:
+                await self._dead_letter(msg, refusal, now_ns)
+            except Exception as error:  # noqa: BLE001 - a bug must not drop a command: it comes back
+                self.log(f"intake: stream seq {_seq(msg)} not screened ({type(error).__name__}: {error})")
+                await _nak(msg)
+        if screened:
+            await self._decide(screened)
+
+    # Screening ---------------------------------------------------------------------------
+
+    def _screen(self, msg: Msg, now_ns: int, received_ns: float) -> Screened:
+        headers = msg.headers or {}
+        try:
+            account_id, command_type = subjects.parse_command_subject(msg.subject)
+        except ValueError as error:
+            raise Rejected(SUBJECT_INVALID, echo(str(error), 200)) from None
+        issuer: str | None = None
+        issued_ts_ns: int | None = None
+        if self.keys is not None:
+            try:
+                signed = verify(self.keys, msg.subject, msg.data, headers, now_ns, self.window_ns)
+            except Refused as refusal:
+                raise Rejected(refusal.reason, refusal.error) from None
+            issuer, issued_ts_ns = signed.issuer, signed.issued_ts_ns
+        reply_to = headers.get(subjects.REPLY_TO)
+        if reply_to is not None and not _inbox(reply_to):
+            raise Rejected(
+                BAD_REPLY_SUBJECT,
+                f"{subjects.REPLY_TO} must be a subject under {subjects.REPLY_PREFIX} of at most "
+                f"{MAX_REPLY_SUBJECT} characters without wildcards; got {echo(reply_to, 64)!r}",
+            )
+        stamp = self._stamp(account_id, now_ns)
+        try:
+            command = parse_new_command(msg.data, stamp=stamp, issued_ts_ns=issued_ts_ns)
+        except WireInputError as error:
+            raise Rejected(SCHEMA_INVALID, echo(str(error), 600), error.command_id) from None
+        if command.account_id != account_id or command.type != command_type:
+            raise Rejected(
+                SUBJECT_MISMATCH,
+                f"the payload is a {command.type} for account {echo(command.account_id, 64)!r}, the subject "
+                f"names {echo(command_type, 64)} for {echo(account_id, 64)!r}",
+                command.command_id,
+            )
+        if issuer is not None:
+            try:
+                check_role(issuer, command.type, {"actor": command.actor, "phase_id": getattr(command, "phase_id", None)})
+            except Refused as refusal:
+                raise Rejected(refusal.reason, refusal.error, command.command_id) from None
+        self._last_stamp[account_id] = stamp
+        return Screened(msg, command, reply_to, received_ns)
+
+    def _stamp(self, account_id: str, now_ns: int) -> int:
+        """The time of receipt: now, and after the last stamp this intake gave the account and the
+        last time the account's writer decided (a clock that stepped back never reorders)."""
+        floor = self._last_stamp.get(account_id, 0)
+        writer_state = self.bus.state_of(account_id)
+        if writer_state is not None:
+            floor = max(floor, int(writer_state.last_ts_ns))
+        return max(now_ns, floor + 1) if floor else now_ns
+
+    async def _dead_letter(self, msg: Msg, refusal: Rejected, now_ns: int) -> None:
+        self.metrics.dead_letters.labels(refusal.reason).inc()
+        try:
+            await dead_letter(self.js, msg, refusal.reason, refusal.error, now_ns=now_ns)
+        except Exception as error:  # noqa: BLE001 - the message comes back; nothing is lost
+            self.log(f"intake: could not dead-letter stream seq {_seq(msg)}: {error}")
+            await _nak(msg)
+            return
+        reply_to = (msg.headers or {}).get(subjects.REPLY_TO)
+        if reply_to is not None and _inbox(reply_to):
+            await self._reply(
+                reply_to,
+                {
+                    "command_id": refusal.command_id,
+                    "outcome": "invalid",
+                    "reason": refusal.reason,
+                    "errors": [{"field": "(message)", "error": refusal.error}],
+                    "events": [],
+                    "position": None,
+                },
+            )
+        await msg.ack()
+
+    # Deciding ----------------------------------------------------------------------------
+
+    async def _decide(self, batch: list[Screened]) -> None:
+        progress = asyncio.get_running_loop().create_task(self._keep_in_progress(batch))
+        try:
+            # Start each account's writer first, in order, so that commands reach their writer's
+            # queue in the order they were fetched.
+            failed: dict[str, BaseException] = {}
+            for account_id in dict.fromkeys(item.command.account_id for item in batch):
+                try:
+                    await self.bus.writer(account_id)
+                except (LeaseRefused, LedgerError) as error:
+                    failed[account_id] = error
+            waits = [
+                self._one(item) if item.command.account_id not in failed else self._retry(item, failed[item.command.account_id])
+                for item in batch
+            ]
+            await asyncio.gather(*waits)
+        finally:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
+
+    async def _one(self, item: Screened) -> None:
+        try:
+            outcome = await self.bus.handle(item.command)
+        except InvalidCommand as error:
+            await self._dead_letter(item.msg, Rejected(SCHEMA_INVALID, echo(str(error), 600), item.command.command_id), self.clock())
+            return
+        except (LeaseRefused, LedgerError) as error:
+            await self._retry(item, error)
+            return
+        except Exception as error:  # noqa: BLE001 - not decided: it comes back, and after max_deliver the DLQ
+            await self._retry(item, error)
+            return
+        self.metrics.decided(outcome, time.perf_counter() - item.received_ns)
+        if item.reply_to is not None:
+            await self._reply(item.reply_to, outcome_json(outcome))
+        await item.msg.ack()
+
+    async def _retry(self, item: Screened, error: BaseException) -> None:
+        self.metrics.retried.labels(type(error).__name__).inc()
+        self.log(f"intake: command {item.command.command_id!r} not decided ({error}); it will be redelivered")
+        await _nak(item.msg)
+
+    async def _keep_in_progress(self, batch: list[Screened]) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_S)
+            for item in batch:
+                with contextlib.suppress(Exception):
+                    await item.msg.in_progress()
+
+    async def _reply(self, subject: str, body: Mapping[str, Any]) -> None:
+        with contextlib.suppress(Exception):  # an answer is a courtesy; the ledger holds the outcome
+            await self.nc.publish(subject, orjson.dumps(body))
+
+
+def outcome_json(outcome: Outcome) -> dict[str, Any]:
+    """A decided command's answer: the same JSON as a `titan submit` line."""
+    return outcome.to_json()
+
+
+def _inbox(subject: str) -> bool:
+    return (
+        subject.startswith(subjects.REPLY_PREFIX)
+        and len(subject) <= MAX_REPLY_SUBJECT
+        and not any(char in "*> \t\r\n" for char in subject)
+        and ".." not in subject
+        and not subject.endswith(".")
+    )
+
+
+def _delivered(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:  # noqa: BLE001 - a message not from JetStream
+        return 1
+
+
+def _seq(msg: Msg) -> int | None:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+async def _nak(msg: Msg) -> None:
+    delivered = _delivered(msg)
+    delay = RETRY_DELAYS_S[min(delivered, len(RETRY_DELAYS_S)) - 1]
+    with contextlib.suppress(Exception):
+        await msg.nak(delay=delay)

@@ -1,0 +1,81 @@
+"""PostgreSQL and NATS restarted under a steady load of signed commands while `titan serve` runs:
+commands wait or are redelivered, none is lost, none is decided twice, and serve carries on by
+itself (issue 11, "Bad input and faults")."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.jetstream.relay_support import OwnNats
+from tests.services import PostgresServer, fresh_database, own_postgres_cluster
+
+from .conftest import Live
+from .live_support import ServeProcess, apply_streams, run, write_keys
+from .load_support import SteadyLoad, check_exactly_once, wait_drained
+from .test_serve_crash import verify_everything
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own_pg() -> Iterator[PostgresServer]:
+    with own_postgres_cluster() as server:
+        yield server
+
+
+@pytest.fixture
+def fault_live(own_pg: PostgresServer, tmp_path: Path) -> Iterator[Live]:
+    own = OwnNats()
+    own.start()
+    try:
+        run(apply_streams(own.url))
+        keys_path, keys = write_keys(tmp_path)
+        with fresh_database(own_pg, "titan_faults") as ledger_url:
+            yield Live(own.url, ledger_url, keys_path, keys, tmp_path, own)
+    finally:
+        own.close()
+
+
+def test_postgresql_restarted_under_load(fault_live: Live, own_pg: PostgresServer) -> None:
+    live = fault_live
+    serve = ServeProcess(live.directory, live.env(), args=("--account", "pgfault")).start()
+    serve.wait_ready()
+    load = SteadyLoad(live.nats_url, live.keys, "pgfault", rate=100).start()
+    try:
+        time.sleep(2.0)
+        own_pg.restart(down_s=2.0)  # an immediate shutdown: every session dies mid-transaction
+        serve.wait_ready(timeout_s=60)
+        time.sleep(2.0)
+    finally:
+        load.stop()
+    run(wait_drained(live.nats_url, timeout_s=120))
+    assert serve.process is not None and serve.process.poll() is None, serve.log()
+    assert serve.terminate() == 0, serve.log()
+    summary = check_exactly_once(live.ledger_url, load)
+    assert summary["answered"] == summary["sent"], summary
+    verify_everything(live)
+
+
+def test_nats_restarted_under_load(fault_live: Live) -> None:
+    live = fault_live
+    serve = ServeProcess(live.directory, live.env(), args=("--account", "natsfault")).start()
+    serve.wait_ready()
+    load = SteadyLoad(live.nats_url, live.keys, "natsfault", rate=100).start()
+    try:
+        time.sleep(2.0)
+        live.nats.stop()
+        time.sleep(1.0)
+        live.nats.start()  # the same port and store: streams, consumers and stored commands survive
+        serve.wait_ready(timeout_s=60)
+        time.sleep(2.0)
+    finally:
+        load.stop()
+    run(wait_drained(live.nats_url, timeout_s=120))
+    assert serve.terminate() == 0, serve.log()
+    summary = check_exactly_once(live.ledger_url, load, only_stored=True)
+    assert summary["answered"] == summary["stored"] >= summary["sent"] - 50, summary
+    verify_everything(live)
