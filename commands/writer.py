@@ -177,6 +177,11 @@ class AccountWriter:
 
     async def submit(self, command: wire.AnyCommand) -> Outcome:
         """Decide and record a command; return once its records are durable."""
+        return await self.enqueue(command)
+
+    def enqueue(self, command: wire.AnyCommand) -> asyncio.Future[Outcome]:
+        """Queue a command now (commands are decided in the order they are queued) and return the
+        future of its outcome, set once its records are durable (or with the error)."""
         if command.account_id != self.account_id:
             raise ValueError(
                 f"command {command.command_id!r} is for account {command.account_id!r}; "
@@ -185,7 +190,7 @@ class AccountWriter:
         self._check_open()
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(command, future))
-        return await future
+        return future
 
     async def stop(self) -> None:
         """Commit what is queued, stop, and give the lease up."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -45,6 +45,9 @@ from .roles import check_role
 from .signing import Keys, Refused, verify
 
 FETCH_BATCH: Final = 500
+MAX_BATCHES_IN_FLIGHT: Final = 4
+"""Fetched batches queued to the writers and not yet settled (the consumer's max_ack_pending,
+1000, bounds the messages too)."""
 FETCH_WAIT_S: Final = 0.5
 RETRY_DELAYS_S: Final = (10.0, 30.0, 60.0, 120.0)
 """Delays of a nak after a failed handling, by delivery (the consumer's backoff, for naks too)."""
@@ -106,13 +109,20 @@ class Intake:
         self._last_stamp: dict[str, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Fetch, decide, ack and answer until `stop` is set; the batch in hand is finished first
-        (its commands committed, acked and answered): that is the drain."""
+        """Fetch, decide, ack and answer until `stop` is set; the batches in hand are finished
+        first (their commands committed, acked and answered): that is the drain.
+
+        Pipelined: a fetched batch is screened and queued to the writers in fetch order, then the
+        next one is fetched while the last commits (at most MAX_BATCHES_IN_FLIGHT are waiting on
+        the ledger). The writers decide in queue order, so fetch order is decision order."""
         psub = await self.js.pull_subscribe_bind(
             durable=subjects.INTAKE_CONSUMER, stream=subjects.CMD_STREAM
         )
+        in_flight: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
+                while len(in_flight) >= MAX_BATCHES_IN_FLIGHT:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 try:
                     msgs = await psub.fetch(self.fetch_batch, timeout=FETCH_WAIT_S)
                 except (nats.errors.TimeoutError, TimeoutError):
@@ -121,17 +131,31 @@ class Intake:
                     await asyncio.sleep(0.2)  # reconnecting: the durable consumer keeps our place
                     continue
                 try:
-                    await self.handle(msgs)
+                    settling = await self.queue(msgs)
                 except Exception as error:  # noqa: BLE001 - never stop taking commands over one batch
                     self.log(f"intake: a batch failed ({type(error).__name__}: {error}); its messages come back")
                     for msg in msgs:
                         await _nak(msg)
+                    continue
+                if settling is not None:
+                    task = asyncio.get_running_loop().create_task(settling)
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
         finally:
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
 
     async def handle(self, msgs: Sequence[Msg]) -> None:
-        """One fetched batch: screen each message, dead-letter the refused, decide the rest."""
+        """One fetched batch, start to end: screened, queued, committed, acked and answered."""
+        settling = await self.queue(msgs)
+        if settling is not None:
+            await settling
+
+    async def queue(self, msgs: Sequence[Msg]) -> Coroutine[Any, Any, None] | None:
+        """Screen each message in order (the refused are dead-lettered and acked) and queue the
+        rest to their writers; return what settles them (acks, answers, retries) once decided."""
         received_ns = time.perf_counter()
         now_ns = self.clock()
         screened: list[Screened] = []
@@ -145,8 +169,37 @@ class Intake:
             except Exception as error:  # noqa: BLE001 - a bug must not drop a command: it comes back
                 self.log(f"intake: stream seq {_seq(msg)} not screened ({type(error).__name__}: {error})")
                 await _nak(msg)
-        if screened:
-            await self._decide(screened)
+        if not screened:
+            return None
+        # Each account's writer first (starting it if needed), then every command queued at once,
+        # in fetch order: the writers decide in queue order.
+        writers: dict[str, Any] = {}
+        failed: dict[str, BaseException] = {}
+        for account_id in dict.fromkeys(item.command.account_id for item in screened):
+            try:
+                writers[account_id] = await self.bus.writer(account_id)
+            except (LeaseRefused, LedgerError) as error:
+                failed[account_id] = error
+        queued: list[tuple[Screened, asyncio.Future[Outcome] | BaseException]] = []
+        for item in screened:
+            account_id = item.command.account_id
+            if account_id in failed:
+                queued.append((item, failed[account_id]))
+                continue
+            try:
+                queued.append((item, writers[account_id].enqueue(item.command)))
+            except Exception as error:  # noqa: BLE001 - the writer stopped: the message comes back
+                queued.append((item, error))
+        return self._settle(queued)
+
+    async def _settle(self, queued: list[tuple[Screened, asyncio.Future[Outcome] | BaseException]]) -> None:
+        progress = asyncio.get_running_loop().create_task(self._keep_in_progress([item for item, _ in queued]))
+        try:
+            await asyncio.gather(*(self._one(item, waiting) for item, waiting in queued))
+        finally:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
 
     # Screening ---------------------------------------------------------------------------
 
@@ -225,30 +278,12 @@ class Intake:
 
     # Deciding ----------------------------------------------------------------------------
 
-    async def _decide(self, batch: list[Screened]) -> None:
-        progress = asyncio.get_running_loop().create_task(self._keep_in_progress(batch))
+    async def _one(self, item: Screened, waiting: asyncio.Future[Outcome] | BaseException) -> None:
+        if isinstance(waiting, BaseException):
+            await self._retry(item, waiting)
+            return
         try:
-            # Start each account's writer first, in order, so that commands reach their writer's
-            # queue in the order they were fetched.
-            failed: dict[str, BaseException] = {}
-            for account_id in dict.fromkeys(item.command.account_id for item in batch):
-                try:
-                    await self.bus.writer(account_id)
-                except (LeaseRefused, LedgerError) as error:
-                    failed[account_id] = error
-            waits = [
-                self._one(item) if item.command.account_id not in failed else self._retry(item, failed[item.command.account_id])
-                for item in batch
-            ]
-            await asyncio.gather(*waits)
-        finally:
-            progress.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await progress
-
-    async def _one(self, item: Screened) -> None:
-        try:
-            outcome = await self.bus.handle(item.command)
+            outcome = await waiting
         except InvalidCommand as error:
             await self._dead_letter(item.msg, Rejected(SCHEMA_INVALID, echo(str(error), 600), item.command.command_id), self.clock())
             return
