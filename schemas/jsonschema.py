@@ -15,6 +15,7 @@ from .base import WireModel
 from .commands import COMMAND_MODELS, command_type
 from .dlq import DlqEntry
 from .events import EVENT_DATA_MODELS, Envelope
+from .execution import ExecCancel, ExecPlace
 from .policy import PolicyDocument
 
 JSON_DIRECTORY: Final = Path(__file__).resolve().parent / "json"
@@ -33,6 +34,8 @@ def generate() -> dict[str, dict[str, Any]]:
         "envelope.v1.json": _schema(Envelope),
         "policy.v1.json": _schema(PolicyDocument),
         "dlq.v1.json": _schema(DlqEntry),
+        "execution/place.v1.json": _schema(ExecPlace),
+        "execution/cancel.v1.json": _schema(ExecCancel),
     }
     for command in COMMAND_MODELS:
         schemas[f"commands/{command_type(command)}.json"] = _schema(command)

@@ -213,6 +213,17 @@ def declared(settings: Settings | None = None) -> Spec:
             "routing survives a restart of titan; a work queue the DLQ router drains",
         ),
         checkpoint_stream(window_s),
+        StreamSpec(
+            subjects.EXEC_STREAM,
+            (f"{subjects.EXEC_PREFIX}.>",),
+            RetentionPolicy.LIMITS,
+            StorageType.FILE,
+            window_s,
+            0,
+            why="orders to the execution engines (titan.exec.<venue>.place|cancel), each accepted order "
+            "and cancel request once, in ledger position order; kept whole (no age or size limit): its "
+            "last message is the gateway's resume point",
+        ),
     )
     consumers = (
         ConsumerSpec(
@@ -234,6 +245,17 @@ def declared(settings: Settings | None = None) -> Spec:
             max_ack_pending=100,
             why="the DLQ router: moves a command that reached max_deliver (or was terminated) to "
             "TITAN_DLQ; an advisory is never given up on",
+        ),
+        ConsumerSpec(
+            subjects.EXEC_STREAM,
+            subjects.PAPER_CONSUMER,
+            ack_wait_s=10,
+            max_deliver=-1,
+            backoff_s=(10,),
+            max_ack_pending=1000,
+            why="the paper execution engine (titan paper run): acks a place or cancel once its plan is "
+            "in its book; an order is never given up on",
+            filter_subject=subjects.exec_filter(subjects.PAPER_VENUE),
         ),
     )
     return Spec(streams, consumers)

@@ -113,3 +113,35 @@ def parse_command_subject(subject: str) -> tuple[str, str]:
     if not account or not dot or not command_type:
         raise ValueError(f"subject {subject[:200]!r} is not {prefix}<account>.<command type>")
     return untoken(account), command_type
+
+
+# The execution gateway (docs/messaging.md, "The execution gateway"): accepted orders and cancel
+# requests leave for the execution engines on TITAN_EXEC.
+EXEC_STREAM: Final = "TITAN_EXEC"
+EXEC_PREFIX: Final = "titan.exec"
+EXEC_PLACE: Final = "place"
+EXEC_CANCEL: Final = "cancel"
+EXEC_KINDS: Final = (EXEC_PLACE, EXEC_CANCEL)
+ACCOUNT_ID: Final = "Titan-Account-Id"
+ORDER_ID: Final = "Titan-Order-Id"
+POLICY_HASH: Final = "Titan-Policy-Hash"
+PAPER_VENUE: Final = "paper"
+PAPER_CONSUMER: Final = "titan-paper"
+"""The paper execution engine's pull consumer on TITAN_EXEC (filter `titan.exec.paper.>`)."""
+
+
+def exec_subject(venue: str, kind: str) -> str:
+    """Where the gateway sends an order to its venue's engine: `titan.exec.<venue>.place|cancel`."""
+    if kind not in EXEC_KINDS:
+        raise ValueError(f"an execution message is {' or '.join(EXEC_KINDS)}, not {kind!r}")
+    return f"{EXEC_PREFIX}.{token(venue)}.{kind}"
+
+
+def exec_filter(venue: str) -> str:
+    """Every execution message for one venue: `titan.exec.<venue>.>` (an engine's filter)."""
+    return f"{EXEC_PREFIX}.{token(venue)}.>"
+
+
+def cancel_msg_id(order_id: str) -> str:
+    """The `Nats-Msg-Id` of an order's cancel: `cancel.<order id>` (the place's is the order id)."""
+    return f"cancel.{order_id}"

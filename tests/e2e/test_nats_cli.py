@@ -49,8 +49,10 @@ def test_apply_creates_everything_then_verify_agrees_and_apply_again_does_nothin
         "created stream TITAN_DLQ",
         "created stream TITAN_ADVISORY",
         "created stream TITAN_CHECKPOINTS",
+        "created stream TITAN_EXEC",
         "created consumer TITAN_CMD/titan-intake",
         "created consumer TITAN_ADVISORY/titan-dlq-router",
+        "created consumer TITAN_EXEC/titan-paper",
     ]
     agrees = titan("nats", "verify", "--nats", url)
     assert agrees.returncode == 0, agrees.stdout + agrees.stderr

@@ -35,6 +35,7 @@ ALL_STREAMS = (
     subjects.DLQ_STREAM,
     subjects.ADVISORY_STREAM,
     subjects.CHECKPOINT_STREAM,
+    subjects.EXEC_STREAM,
 )
 
 
@@ -67,12 +68,14 @@ async def test_apply_on_an_empty_server_creates_everything_and_verify_is_then_cl
         *(f"{name}: missing (the stream is declared but not on the server)" for name in ALL_STREAMS),
         "TITAN_CMD/titan-intake: missing (the consumer is declared but not on the server)",
         "TITAN_ADVISORY/titan-dlq-router: missing (the consumer is declared but not on the server)",
+        "TITAN_EXEC/titan-paper: missing (the consumer is declared but not on the server)",
     ]
     done = await streams.apply(js)
     assert done == [
         *(f"created stream {name}" for name in ALL_STREAMS),
         "created consumer TITAN_CMD/titan-intake",
         "created consumer TITAN_ADVISORY/titan-dlq-router",
+        "created consumer TITAN_EXEC/titan-paper",
     ]
     assert await streams.verify(js) == []
     await streams.require_spec(js)  # returns: nothing differs
@@ -224,7 +227,7 @@ async def test_the_duplicate_window_comes_from_the_settings(js: JetStreamContext
     assert await streams.verify(js, short) == []
     default_drifts = [str(d) for d in await streams.verify(js, streams.declared(Settings()))]
     assert "TITAN_EVT.duplicate_window: declared 120s, live 1.5s" in default_drifts
-    assert len(default_drifts) == 5  # one per stream, nothing else
+    assert len(default_drifts) == len(ALL_STREAMS)  # one per stream, nothing else
 
 
 # Connecting ------------------------------------------------------------------------------------
