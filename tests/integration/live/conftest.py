@@ -13,17 +13,19 @@ from adapters.nats.signing import Keys
 from tests.integration.jetstream.relay_support import OwnNats
 from tests.services import PostgresServer, fresh_database
 
-from .live_support import RUNNING, ServeProcess, apply_streams, run, write_keys
+from .live_support import RUNNING, RUNNING_PAPER, ServeProcess, apply_streams, run, write_keys
 
 
 @pytest.fixture(autouse=True)
 def no_serve_left_behind() -> Iterator[None]:
     """A failing test must not leave a `titan serve` running (kill -9 what is left)."""
-    before = len(RUNNING)
+    before, before_paper = len(RUNNING), len(RUNNING_PAPER)
     yield
     for process in RUNNING[before:]:
         if process.process is not None and process.process.poll() is None and process not in _MODULE_SERVES:
             process.kill9()
+    for engine in RUNNING_PAPER[before_paper:]:
+        engine.kill9()
 
 
 _MODULE_SERVES: list[ServeProcess] = []

@@ -157,3 +157,32 @@ class ServeProcess:
 
 def run(coroutine: Any) -> Any:
     return asyncio.run(coroutine)
+
+
+class PaperProcess:
+    """`titan paper run` in a child process (the paper execution engine on NATS)."""
+
+    def __init__(self, directory: Path, env: Mapping[str, str], args: tuple[str, ...], *, name: str = "paper") -> None:
+        self.child = ServeProcess(directory, env, name=name, args=args)
+        self.log_path = self.child.log_path
+
+    def start(self) -> PaperProcess:
+        with self.log_path.open("ab") as log:
+            self.child.process = subprocess.Popen(
+                [*titan_command(), "paper", "run", *self.child.args],
+                cwd=self.child.directory, env=self.child.env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        RUNNING_PAPER.append(self)
+        return self
+
+    def kill9(self) -> None:
+        self.child.kill9()
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        return self.child.terminate(timeout_s)
+
+    def log(self) -> str:
+        return self.child.log()
+
+
+RUNNING_PAPER: list[PaperProcess] = []
