@@ -346,6 +346,14 @@ def _serve_rows(table: Table, serve: dict[str, Any]) -> None:
         f"serve: publish to outcome at {serve['serve_latency_offered_per_s']:,.0f} commands/s offered (goal p99 ≤ 5 ms)",
         f"p50 {serve['serve_latency_p50_ms']} ms, p99 {serve['serve_latency_p99_ms']} ms, max {serve['serve_latency_max_ms']} ms",
     )
+    if "exec_unavailable" in serve:
+        table.add_row("serve: decide to execution (titan.exec)", "unavailable: " + str(serve["exec_unavailable"])[:120])
+    elif "exec_latency_p50_ms" in serve:
+        table.add_row(
+            f"serve: signed order in to its place on titan.exec.paper at {serve['exec_offered_per_s']:,.0f} orders/s offered "
+            f"({serve['exec_orders_accepted']:,} of {serve['exec_orders_offered']:,} accepted; goal: report)",
+            f"p50 {serve['exec_latency_p50_ms']} ms, p99 {serve['exec_latency_p99_ms']} ms, max {serve['exec_latency_max_ms']} ms",
+        )
     if "serve_takeover_ready_s" in serve:
         table.add_row(
             "serve: hot standby's takeover after kill -9 of the leader",

@@ -1,7 +1,10 @@
-"""The pure parts of `infra.bench.serve`: reading the serve's /metrics histograms, and the flow of
-signed commands it publishes (each one the intake would take from its issuer)."""
+"""The pure parts of `infra.bench.serve`: reading the serve's /metrics histograms, the flow of
+signed commands it publishes (each one the intake would take from its issuer), and the execution
+phase's bench policy (the core accepts five seconds of its 1,000 orders/s under it)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 import pytest
@@ -10,15 +13,24 @@ from adapters.nats import subjects
 from adapters.nats.roles import check_role
 from infra.bench.serve import (
     BATCH_METRIC,
+    EXEC_MAX_LEVERAGE,
+    EXEC_MISSING_GRACE_MS,
+    EXEC_MONEY_LIMIT,
     Flow,
     batch_summary,
+    bench_policy,
     histogram,
     histogram_delta,
     mean_ms,
     percentile,
     phase_metrics,
 )
+from infra.submit import default_policy
+from schemas.base import MAX_COUNT
+from schemas.commands import AnyCommand
+from schemas.events import ORDER_ACCEPTED
 from schemas.intake import parse_new_command
+from schemas.policy import MAX_OPEN_ORDERS, policy_hash
 
 METRICS = """\
 # HELP titan_writer_batch_commands Commands per group commit
@@ -99,3 +111,122 @@ def test_the_flow_is_four_snapshots_then_an_order_each_fit_for_its_issuer() -> N
             venue_ts.append(value["venue_ts_ns"])
     assert len(ids) == 10
     assert venue_ts == sorted(venue_ts) and len(set(venue_ts)) == len(venue_ts)
+
+
+# The execution phase (issue 12) --------------------------------------------------------------
+
+
+def _parsed(command: tuple[str, str, bytes], stamp: int) -> AnyCommand:
+    issuer, subject, payload = command
+    value = orjson.loads(payload)
+    assert "ts_ns" not in value
+    assert subject == subjects.command_subject("bench", value["type"])
+    check_role(issuer, value["type"], value)
+    return parse_new_command(payload, stamp=stamp, issued_ts_ns=1)
+
+
+def test_the_bench_policy_is_the_default_with_the_flow_limits_raised() -> None:
+    default, bench = default_policy().model_dump(mode="json"), bench_policy().model_dump(mode="json")
+    assert policy_hash(bench_policy()) != policy_hash(default_policy())
+    assert bench["limits"] == {
+        **default["limits"],
+        "max_orders_per_second": MAX_COUNT,
+        "max_messages_per_second": MAX_COUNT,
+        "max_open_orders": MAX_OPEN_ORDERS,
+        "max_gross_exposure": EXEC_MONEY_LIMIT,
+    }
+    assert bench["truth"] == {**default["truth"], "missing_order_grace_ms": EXEC_MISSING_GRACE_MS}
+    changed = [i for i, (a, b) in enumerate(zip(default["instruments"], bench["instruments"], strict=True)) if a != b]
+    assert [(bench["instruments"][i]["venue"], bench["instruments"][i]["symbol"]) for i in changed] == [("paper", "BTCUSDT")]
+    assert [band["max_leverage"] for band in bench["allocation"]["bands"]] == [EXEC_MAX_LEVERAGE] * 3
+    for section in ("breaker", "venue_quality", "tail_risk", "budget", "rules_version", "quote_currency"):
+        assert bench[section] == default[section]
+
+
+def test_the_execution_phase_commands_fit_their_issuers() -> None:
+    flow = Flow("run2")
+    activate = flow.activate("policy", bench_policy())
+    assert activate[0] == "console"
+    assert orjson.loads(activate[2])["actor"] == "operator:bench"
+    _parsed(activate, 1)
+    flow.policy_hash = policy_hash(bench_policy())
+    orders = [flow.order("exec") for _ in range(4)]
+    values = [orjson.loads(payload) for _, _, payload in orders]
+    assert [v["side"] for v in values] == ["BUY", "SELL", "BUY", "SELL"]
+    assert {v["policy_hash"] for v in values} == {flow.policy_hash}
+    for command in [*orders, flow.snapshot("truth"), flow.venue_reject("clear", "ord-x")]:
+        _parsed(command, 1)
+    assert len({orjson.loads(c[2])["command_id"] for c in [activate, *orders]}) == 5
+
+
+def _decide(policy_commands: list[tuple[str, str, bytes]], flow: Flow, orders: int) -> list[str]:
+    """The core's verdict on each order: an activation, a snapshot, then `orders` orders 1 ms apart
+    (1,000/s) with a snapshot every 1,000; the event type each order produced."""
+    from commands.translate import to_core
+    from infra.core import load_core
+
+    core = load_core("auto")
+    state = core.decider.initial_state("bench")
+    ts = 1_800_000_000_000_000_000
+    verdicts = []
+
+    def decide(command: tuple[str, str, bytes], stamp: int) -> list[str]:
+        nonlocal state
+        events = core.decider.decide(to_core(_parsed(command, stamp), core), state)
+        for event in events:
+            state = core.decider.evolve(state, event)
+        return [event.type_name() for event in events]
+
+    for command in policy_commands:
+        decide(command, ts)
+    flow.venue_ts_ns = ts
+    decide(flow.snapshot("truth"), ts + 1)
+    for i in range(orders):
+        stamp = ts + 2 + i * 1_000_000
+        if i and i % 1000 == 0:
+            flow.venue_ts_ns = stamp - 2
+            decide(flow.snapshot("truth"), stamp - 1)
+        verdicts.append(decide(flow.order("exec"), stamp)[0])
+    return verdicts
+
+
+def test_the_core_accepts_five_seconds_of_the_flow_under_the_bench_policy() -> None:
+    flow = Flow("run3")
+    policy = bench_policy()
+    activate = flow.activate("policy", policy)
+    flow.policy_hash = policy_hash(policy)
+    verdicts = _decide([activate], flow, MAX_OPEN_ORDERS)
+    assert verdicts == [ORDER_ACCEPTED] * MAX_OPEN_ORDERS
+
+
+def test_the_default_policy_refuses_the_flow() -> None:
+    flow = Flow("run4")
+    flow.policy_hash = policy_hash(default_policy())
+    verdicts = _decide([flow.activate("policy", default_policy())], flow, 50)
+    assert verdicts.count(ORDER_ACCEPTED) <= 20
+
+
+def test_the_bench_table_has_the_execution_row_with_its_goal() -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from infra.bench import _serve_rows
+
+    serve: dict[str, Any] = {
+        "serve_commands": 2000, "serve_commands_per_s": 3000, "serve_latency_offered_per_s": 1000,
+        "serve_latency_p50_ms": 1.0, "serve_latency_p99_ms": 2.0, "serve_latency_max_ms": 3.0,
+        "exec_offered_per_s": 1000, "exec_orders_offered": 5000, "exec_orders_accepted": 4999,
+        "exec_latency_p50_ms": 40.5, "exec_latency_p99_ms": 90.25, "exec_latency_max_ms": 100.0,
+    }
+
+    def rendered(figures: dict[str, Any]) -> str:
+        table = Table("measure", "figure")
+        _serve_rows(table, figures)
+        console = Console(width=400, record=True)
+        console.print(table)
+        return console.export_text()
+
+    text = rendered(serve)
+    assert "4,999 of 5,000 accepted; goal: report" in text
+    assert "p50 40.5 ms, p99 90.25 ms, max 100.0 ms" in text
+    assert "unavailable: ExecPhaseError: no" in rendered({**serve, "exec_unavailable": "ExecPhaseError: no"})
