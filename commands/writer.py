@@ -161,6 +161,11 @@ class AccountWriter:
         return self._version
 
     @property
+    def running(self) -> bool:
+        """Whether the writer's loop is alive (started and not ended)."""
+        return self._task is not None and not self._task.done()
+
+    @property
     def failed(self) -> LedgerError | None:
         """Why the writer stopped taking commands, if it did."""
         return self._failure
@@ -223,9 +228,12 @@ class AccountWriter:
                 pending = [p for p in batch if isinstance(p, _Pending)]
                 try:
                     await self._commit(pending)
-                except BaseException:
-                    # Cancelled mid-batch (the loop is shutting down): nobody is left waiting
-                    # for an answer that will never come.
+                except BaseException as error:
+                    # Cancelled mid-batch (the loop is shutting down), or a failure recovery could
+                    # not handle: nobody is left waiting for an answer that will never come, and
+                    # the bus starts a new writer for the next command.
+                    if self._failure is None and not isinstance(error, asyncio.CancelledError):
+                        self._failure = LedgerError(f"the writer of {self.account_id!r} failed: {error}")
                     self._fail_batch(pending, None, self._stopped())
                     raise
                 if stop_after or self._failure is not None:
@@ -277,6 +285,9 @@ class AccountWriter:
                 else LedgerError(f"the writer of {self.account_id!r} failed: {error}")
             )
             self._fail_batch(batch, plan, failure)
+            # What was queued behind the failed batch is failed too (its callers retry), so that
+            # nothing is decided ahead of a command that will come again.
+            self._fail_queued(failure)
             # The batch may or may not have committed: take the lease again and reload the
             # account from the ledger, as a new leader would.
             await self._recover()
@@ -439,7 +450,7 @@ class GroupCommitBus:
     async def writer(self, account_id: str) -> AccountWriter:
         """The running writer of an account (started if needed; LeaseRefused if taken)."""
         writer = self._writers.get(account_id)
-        if writer is not None and writer.failed is None:
+        if writer is not None and writer.failed is None and writer.running:
             return writer
         starting = self._starting.get(account_id)
         if starting is not None:

@@ -415,12 +415,13 @@ async def _prepare_streams(settings: Settings, nats_url: str) -> None:
     try:
         js = nc.jetstream()
         await streams.apply(js, spec=streams.declared(settings.model_copy(update={"nats_url": nats_url})))
-        info = await js.stream_info(subjects.EVT_STREAM)
-        if info.state.messages:
-            raise LiveDemoError(
-                f"{subjects.EVT_STREAM} on {nats_url} already mirrors a ledger ({info.state.messages} messages); "
-                "a live demo writes a new ledger: run it against a NATS of its own (unset TITAN_NATS_URL for a throwaway one)"
-            )
+        for stream in (subjects.EVT_STREAM, subjects.EXEC_STREAM, subjects.CMD_STREAM):
+            info = await js.stream_info(stream)
+            if info.state.messages:
+                raise LiveDemoError(
+                    f"{stream} on {nats_url} already holds {info.state.messages} messages of another ledger; "
+                    "a live demo writes a new ledger: run it against a NATS of its own (unset TITAN_NATS_URL for a throwaway one)"
+                )
     finally:
         await nc.close()
 

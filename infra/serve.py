@@ -136,6 +136,11 @@ class Service:
                 watch = self._task(self._watch_lease(leader, lost, stop), "lease-watch")
                 try:
                     await self._lead(stop, lost)
+                except LedgerError as error:
+                    # The ledger went away while taking over or leading: give the leadership back
+                    # (a standby, or this serve again, takes it when the ledger answers).
+                    self.log(f"serve: leading stopped ({error}); standing by")
+                    self.state.set("lease", False, f"gave {SERVE_LEASE} back: {error}")
                 finally:
                     watch.cancel()
                     await asyncio.gather(watch, return_exceptions=True)
@@ -195,11 +200,16 @@ class Service:
             on_commit=self.intake_metrics.committed,
         )
         self.bus = bus
-        for account_id in self.accounts:
-            await self._start_account(bus, account_id, stop)
-            if stop.is_set():
-                await bus.stop()
-                return
+        try:
+            for account_id in self.accounts:
+                await self._start_account(bus, account_id, stop)
+                if stop.is_set():
+                    await bus.stop()
+                    return
+        except BaseException:
+            await bus.stop()  # the writers started so far give their leases back
+            self.bus = None
+            raise
         self.state.set("writers", True, f"writers of {', '.join(self.accounts)} hold their leases")
         intake_stop, others_stop = asyncio.Event(), asyncio.Event()
         intake = Intake(
@@ -307,12 +317,14 @@ class Service:
                 if not said:
                     self.log(f"serve: waiting for {account_stream(account_id)}, held by {refused.holder}")
                     said = True
+            except LedgerError as error:  # the ledger away while taking over: ask again
+                self.state.set("writers", False, f"cannot start the writer of {account_id!r}: {error}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), STANDBY_POLL_S)
         else:
             return
         if writer.version == 0:
-            await writer.submit(
+            await writer.submit(  # a failure here ends this leadership; serve stands by again
                 wire.ActivatePolicy(
                     command_id=init_id(account_id),
                     account_id=account_id,
@@ -398,9 +410,20 @@ class Service:
         try:
             follow = asyncio.ensure_future(runner.follow())
             feeding = asyncio.ensure_future(feed.run(stop))
-            await stop.wait()
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([follow, feeding, stopping], return_when=asyncio.FIRST_COMPLETED)
             runner.stop()
-            await asyncio.gather(follow, feeding)
+            stopping.cancel()
+            if not stop.is_set():
+                # One of them ended by itself (a lost read-model database): raise why, so the
+                # supervisor starts the projector again.
+                feeding.cancel()
+                follow.cancel()
+            for task in (follow, feeding):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if not stop.is_set():
+                raise LedgerError("the projector stopped by itself")
         finally:
             await store.close()
 

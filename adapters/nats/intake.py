@@ -39,7 +39,7 @@ from commands.writer import GroupCommitBus
 from schemas.intake import WireInputError, echo, parse_new_command
 
 from . import subjects
-from .dlq import dead_letter
+from .dlq import dead_letter, ns_of
 from .intake_metrics import IntakeMetrics
 from .roles import check_role
 from .signing import Keys, Refused, verify
@@ -60,6 +60,10 @@ SUBJECT_INVALID: Final = "SUBJECT_INVALID"
 SCHEMA_INVALID: Final = "SCHEMA_INVALID"
 SUBJECT_MISMATCH: Final = "SUBJECT_MISMATCH"
 BAD_REPLY_SUBJECT: Final = "BAD_REPLY_SUBJECT"
+TOO_MANY_ACCOUNTS: Final = "TOO_MANY_ACCOUNTS"
+MAX_ACCOUNTS: Final = 256
+"""Accounts one serve writes at most: each writer holds a ledger connection (its lease), so
+commands naming ever new accounts must not exhaust the database's connections."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,7 @@ class Intake:
         metrics: IntakeMetrics | None = None,
         clock: Callable[[], int] = time.time_ns,
         fetch_batch: int = FETCH_BATCH,
+        max_accounts: int = MAX_ACCOUNTS,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.nc = nc
@@ -105,6 +110,7 @@ class Intake:
         self.metrics = metrics or IntakeMetrics()
         self.clock = clock
         self.fetch_batch = fetch_batch
+        self.max_accounts = max_accounts
         self.log = log or (lambda _line: None)
         self._last_stamp: dict[str, int] = {}
 
@@ -171,6 +177,8 @@ class Intake:
                 await _nak(msg)
         if not screened:
             return None
+        # Told "in progress" from now on: starting a writer loads its account, which may take long.
+        progress = asyncio.get_running_loop().create_task(self._keep_in_progress(screened))
         # Each account's writer first (starting it if needed), then every command queued at once,
         # in fetch order: the writers decide in queue order.
         writers: dict[str, Any] = {}
@@ -178,7 +186,7 @@ class Intake:
         for account_id in dict.fromkeys(item.command.account_id for item in screened):
             try:
                 writers[account_id] = await self.bus.writer(account_id)
-            except (LeaseRefused, LedgerError) as error:
+            except Exception as error:  # noqa: BLE001 - a lease held elsewhere, the ledger away: retried
                 failed[account_id] = error
         queued: list[tuple[Screened, asyncio.Future[Outcome] | BaseException]] = []
         for item in screened:
@@ -190,10 +198,11 @@ class Intake:
                 queued.append((item, writers[account_id].enqueue(item.command)))
             except Exception as error:  # noqa: BLE001 - the writer stopped: the message comes back
                 queued.append((item, error))
-        return self._settle(queued)
+        return self._settle(queued, progress)
 
-    async def _settle(self, queued: list[tuple[Screened, asyncio.Future[Outcome] | BaseException]]) -> None:
-        progress = asyncio.get_running_loop().create_task(self._keep_in_progress([item for item, _ in queued]))
+    async def _settle(
+        self, queued: list[tuple[Screened, asyncio.Future[Outcome] | BaseException]], progress: asyncio.Task[None]
+    ) -> None:
         try:
             await asyncio.gather(*(self._one(item, waiting) for item, waiting in queued))
         finally:
@@ -213,7 +222,10 @@ class Intake:
         issued_ts_ns: int | None = None
         if self.keys is not None:
             try:
-                signed = verify(self.keys, msg.subject, msg.data, headers, now_ns, self.window_ns)
+                # The window runs to when JetStream stored the message, not to this delivery: a
+                # command redelivered after a failure (or fetched after an outage) stays valid, and
+                # a captured copy published again is stored anew, late.
+                signed = verify(self.keys, msg.subject, msg.data, headers, _stored_ns(msg, now_ns), self.window_ns)
             except Refused as refusal:
                 raise Rejected(refusal.reason, refusal.error) from None
             issuer, issued_ts_ns = signed.issuer, signed.issued_ts_ns
@@ -223,6 +235,12 @@ class Intake:
                 BAD_REPLY_SUBJECT,
                 f"{subjects.REPLY_TO} must be a subject under {subjects.REPLY_PREFIX} of at most "
                 f"{MAX_REPLY_SUBJECT} characters without wildcards; got {echo(reply_to, 64)!r}",
+            )
+        if account_id not in self.bus.writers and len(self.bus.writers) >= self.max_accounts:
+            raise Rejected(
+                TOO_MANY_ACCOUNTS,
+                f"this serve already writes {len(self.bus.writers)} accounts, its limit; account "
+                f"{echo(account_id, 64)!r} is not one of them (each account holds a ledger connection)",
             )
         stamp = self._stamp(account_id, now_ns)
         try:
@@ -274,7 +292,8 @@ class Intake:
                     "position": None,
                 },
             )
-        await msg.ack()
+        with contextlib.suppress(Exception):  # lost with the connection: redelivered, dead-lettered again (same entry id)
+            await msg.ack()
 
     # Deciding ----------------------------------------------------------------------------
 
@@ -296,7 +315,8 @@ class Intake:
         self.metrics.decided(outcome, time.perf_counter() - item.received_ns)
         if item.reply_to is not None:
             await self._reply(item.reply_to, outcome_json(outcome))
-        await item.msg.ack()
+        with contextlib.suppress(Exception):  # an ack lost with the connection: redelivered, answered as a duplicate
+            await item.msg.ack()
 
     async def _retry(self, item: Screened, error: BaseException) -> None:
         self.metrics.retried.labels(type(error).__name__).inc()
@@ -335,6 +355,15 @@ def _delivered(msg: Msg) -> int:
         return int(msg.metadata.num_delivered)
     except Exception:  # noqa: BLE001 - a message not from JetStream
         return 1
+
+
+def _stored_ns(msg: Msg, default_ns: int) -> int:
+    """When JetStream stored the message (UTC nanoseconds), else `default_ns`."""
+    try:
+        moment = msg.metadata.timestamp
+    except Exception:  # noqa: BLE001 - a message not from JetStream
+        return default_ns
+    return ns_of(moment, default_ns)
 
 
 def _seq(msg: Msg) -> int | None:

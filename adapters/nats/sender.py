@@ -93,7 +93,24 @@ class Sender:
     async def send(self, subject: str, payload: bytes, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
         """Publish one command and wait for its outcome."""
         stored, outcome = await self.publish(subject, payload)
-        return await wait_outcome(stored, outcome, timeout_s)
+        return await self.wait(stored, outcome, timeout_s)
+
+    async def wait(
+        self, stored: asyncio.Future[int], outcome: asyncio.Future[dict[str, Any]], timeout_s: float
+    ) -> dict[str, Any]:
+        """The outcome of a published command (`wait_outcome`); a command given up on is forgotten,
+        so a long-running sender does not keep the futures of every answer that never came."""
+        try:
+            return await wait_outcome(stored, outcome, timeout_s)
+        except (NoReply, NotStored):
+            for table in (self._stored, self._outcomes):
+                for number, future in list(table.items()):
+                    if future is stored or future is outcome:
+                        del table[number]
+            for future in (stored, outcome):
+                if not future.done():
+                    future.cancel()  # whoever waits on it (a slot, a callback) is let go
+            raise
 
     async def _on_reply(self, msg: Msg) -> None:
         kind, _, number_text = msg.subject[len(self._inbox) + 1 :].partition(".")

@@ -112,7 +112,11 @@ def parse_command_subject(subject: str) -> tuple[str, str]:
     account, dot, command_type = subject[len(prefix) :].partition(".")
     if not account or not dot or not command_type:
         raise ValueError(f"subject {subject[:200]!r} is not {prefix}<account>.<command type>")
-    return untoken(account), command_type
+    account_id = untoken(account)
+    if token(account_id) != account:
+        # One spelling per account: `ma%69n` is not `main`, or subject permissions could be dodged.
+        raise ValueError(f"subject token {account[:100]!r} is not how titan spells account {account_id[:100]!r}")
+    return account_id, command_type
 
 
 # The execution gateway (docs/messaging.md, "The execution gateway"): accepted orders and cancel

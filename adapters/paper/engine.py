@@ -36,7 +36,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from nats.js.client import JetStreamContext
 
 from adapters.nats import streams, subjects
-from adapters.nats.sender import NoReply, NotStored, Sender, wait_outcome
+from adapters.nats.sender import NoReply, NotStored, Sender
 from adapters.nats.signing import Keys
 from adapters.nats.stream_tail import MirrorError, read_tail
 from domain.numbers import decimals_of, format_units, parse_units
@@ -568,7 +568,7 @@ class PaperEngine:
                 batch = await sub.fetch(FETCH_BATCH, timeout=1)
             except (nats.errors.TimeoutError, TimeoutError):  # nothing to fetch (nats-py raises either)
                 continue
-            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError, OSError):
+            except (nats.errors.Error, OSError):
                 await asyncio.sleep(0.2)  # reconnecting: the durable consumer keeps our place
                 continue
             for index, msg in enumerate(batch):
@@ -593,10 +593,11 @@ class PaperEngine:
         except Malformed as error:
             self.log(f"paper: dropped a message on {msg.subject[:200]}: {error}")
             done = True
-        if done:
-            await msg.ack()
-        else:
-            await msg.nak(delay=MIRROR_LAG_RETRY_S)
+        with contextlib.suppress(Exception):  # lost with the connection: redelivered, found in the book
+            if done:
+                await msg.ack()
+            else:
+                await msg.nak(delay=MIRROR_LAG_RETRY_S)
 
     async def _place(self, document: dict[str, Any]) -> bool:
         order_id = document.get("order_id")
@@ -646,6 +647,10 @@ class PaperEngine:
             self.stats.redelivered += 1
             self._wake.set()
             return True
+        if isinstance(order_id, str) and not self.book.handled(order_id):
+            # The place is not in the book yet (nak'ed while the mirror caught up, or not delivered
+            # yet): the cancel waits for it, or the order would be filled after titan cancelled it.
+            return False
         now = self.clock()
         order_id, account_id, void, cancelled = plan_cancel(document, self.book, seed=self.config.seed, now_ns=now)
         self.book.plan_cancel(f"cancel.{order_id}", account_id, void, cancelled, now)
@@ -680,7 +685,7 @@ class PaperEngine:
         all_answered = True
         for report, stored, outcome, started in published:
             try:
-                answer = await wait_outcome(stored, outcome, SEND_TIMEOUT_S)
+                answer = await sender.wait(stored, outcome, SEND_TIMEOUT_S)
             except (NoReply, NotStored) as error:
                 self.stats.unanswered += 1
                 all_answered = False

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from adapters.nats import connection, subjects
-from adapters.nats.sender import NoReply, NotStored, Sender, wait_outcome
+from adapters.nats.sender import NoReply, NotStored, Sender
 from adapters.nats.signing import ISSUERS, Keys
 from infra.cli.common import (
     EXIT_BAD_INPUT,
@@ -127,7 +127,7 @@ async def _send(settings: Any, lines: list[bytes], keys: Keys | None, issuer: st
                     continue
                 number, stored, outcome = item
                 try:
-                    answer = await wait_outcome(stored, outcome, timeout_s)
+                    answer = await sender.wait(stored, outcome, timeout_s)
                 except (NoReply, NotStored) as error:
                     unanswered = True
                     print_json_line({"line": number, "outcome": "unanswered", "error": str(error)})

@@ -31,11 +31,11 @@ def recorded_ids(ledger_url: str) -> list[str]:
         ledger.close()
 
 
-async def send_all(live: Live, issuer: str | None, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def send_all(live: Live, issuer: str | None, commands: list[dict[str, Any]], timeout_s: float = 20) -> list[dict[str, Any]]:
     nc = await nats.connect(live.nats_url)
     try:
         async with Sender(nc, keys=live.keys if issuer else None, issuer=issuer) as sender:
-            return [await sender.send(subject_for(c), encode(c), timeout_s=20) for c in commands]
+            return [await sender.send(subject_for(c), encode(c), timeout_s=timeout_s) for c in commands]
     finally:
         await nc.close()
 
@@ -173,6 +173,26 @@ def test_a_reply_subject_outside_the_inbox_is_refused(live: Live, serve: ServePr
     assert "delta-o000001" not in recorded_ids(live.ledger_url)
 
 
+def test_a_command_retried_after_the_signature_window_is_still_decided(live: Live, serve: ServeProcess) -> None:
+    """The window runs to when JetStream stored the message: a command nak'ed because another writer
+    held its account comes back 10 s later (the window is 3 s here) and is decided, not expired."""
+    import threading
+
+    from commands.envelope import account_stream
+
+    ledger = PostgresLedger(live.ledger_url)
+    lease = run(ledger.acquire_lease(account_stream("held"), "a test holding the account"))
+    released = threading.Timer(1.5, lambda: run(lease.release()))
+    released.start()
+    try:
+        answers = answered(serve, send_all(live, "phase1", [place_order("held", 1)], timeout_s=40))
+    finally:
+        released.join()
+        ledger.close()
+    assert answers[0]["outcome"] in {"accepted", "rejected"}, answers
+    assert "held-o000001" in recorded_ids(live.ledger_url)
+
+
 def test_sigterm_drains_and_the_mirror_and_replay_verify(live: Live, serve: ServeProcess) -> None:
     from tests.e2e.conftest import Titan
 
@@ -186,4 +206,5 @@ def test_sigterm_drains_and_the_mirror_and_replay_verify(live: Live, serve: Serv
     assert replay.returncode == 0, replay.stdout + replay.stderr
     ledger = titan("ledger", "verify", env=env)
     assert ledger.returncode == 0, ledger.stdout + ledger.stderr
+
 
