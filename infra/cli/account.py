@@ -24,6 +24,7 @@ from infra.cli.common import (
     LedgerOpt,
     out,
     printable,
+    read_commands_input,
 )
 from infra.cli.common import fail as _fail
 from infra.cli.common import open_or_fail as _open
@@ -32,7 +33,6 @@ from infra.cli.common import settings_for as _settings
 from infra.cli.common import writer as _writer
 from infra.submit import (
     MAX_ACCOUNTS_PER_SUBMIT,
-    MAX_SUBMIT_BYTES,
     InvalidLine,
     accounts_of,
     decide_lines,
@@ -80,7 +80,7 @@ def submit(
     """Decide each command of a JSON-lines file in order; print one JSON line per command."""
     settings = _settings(ledger, account)
     latest_ts_ns = time.time_ns() + settings.max_future_skew_s * 1_000_000_000
-    parsed = parse_lines(_read_input(file).splitlines(), latest_ts_ns=latest_ts_ns)
+    parsed = parse_lines(read_commands_input(file).splitlines(), latest_ts_ns=latest_ts_ns)
     accounts = accounts_of(parsed, settings.account_id)
     if len(accounts) > MAX_ACCOUNTS_PER_SUBMIT:
         _fail(
@@ -97,24 +97,6 @@ def submit(
         sys.stdout.flush()
     raise typer.Exit(EXIT_BAD_INPUT if invalid else EXIT_OK)
 
-
-def _read_input(file: str) -> bytes:
-    """The whole input (read before anything is decided), at most MAX_SUBMIT_BYTES."""
-    try:
-        if file == "-":
-            data = sys.stdin.buffer.read(MAX_SUBMIT_BYTES + 1)
-        else:
-            with open(file, "rb") as source:
-                data = source.read(MAX_SUBMIT_BYTES + 1)
-    except OSError as exc:
-        _fail(f"cannot read {file!r}: {exc.strerror}", EXIT_BAD_INPUT)
-    if len(data) > MAX_SUBMIT_BYTES:
-        _fail(
-            f"{file!r} holds more than {MAX_SUBMIT_BYTES // (1024 * 1024)} MiB of commands; "
-            "split it into smaller files (each is decided in order, under the account's lease)",
-            EXIT_BAD_INPUT,
-        )
-    return data
 
 
 def state(ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:

@@ -76,6 +76,28 @@ def print_json(document: Any) -> None:
     sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n")
 
 
+def read_commands_input(file: str) -> bytes:
+    """A commands file (or - for standard input), whole, at most MAX_SUBMIT_BYTES: `titan submit`
+    reads everything before deciding, `titan send` before publishing. Exit 2 naming the problem."""
+    from infra.submit import MAX_SUBMIT_BYTES
+
+    try:
+        if file == "-":
+            data = sys.stdin.buffer.read(MAX_SUBMIT_BYTES + 1)
+        else:
+            with open(file, "rb") as source:
+                data = source.read(MAX_SUBMIT_BYTES + 1)
+    except OSError as exc:
+        fail(f"cannot read {file!r}: {exc.strerror}", EXIT_BAD_INPUT)
+    if len(data) > MAX_SUBMIT_BYTES:
+        fail(
+            f"{file!r} holds more than {MAX_SUBMIT_BYTES // (1024 * 1024)} MiB of commands; "
+            "split it into smaller files (each is decided in order, under the account's lease)",
+            EXIT_BAD_INPUT,
+        )
+    return data
+
+
 def print_json_line(document: Any) -> None:
     """One compact JSON line on stdout (the `titan submit` and `titan send` output), flushed."""
     sys.stdout.write(orjson.dumps(document).decode() + "\n")

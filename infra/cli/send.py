@@ -15,7 +15,6 @@ file that does not parse; 3 NATS unreachable, or no answer in time (is `titan se
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,9 +30,9 @@ from infra.cli.common import (
     err,
     fail,
     print_json_line,
+    read_commands_input,
     settings_for,
 )
-from infra.submit import MAX_SUBMIT_BYTES
 from schemas.intake import WireInputError, echo, load_json
 
 MAX_IN_FLIGHT = 1000
@@ -56,24 +55,10 @@ def send_cmd(
     loaded = keys_or_fail(key_path)
     if loaded is not None and issuer not in loaded:
         fail(f"the key file has no key for issuer {issuer!r}; it has: {', '.join(loaded)}", EXIT_BAD_INPUT)
-    raw = _read(file)
+    raw = read_commands_input(file)
     lines = [line for line in raw.splitlines() if line.strip()]
     code = asyncio.run(_send(settings, lines, loaded, issuer, timeout))
     raise typer.Exit(code)
-
-
-def _read(file: str) -> bytes:
-    try:
-        if file == "-":
-            data = sys.stdin.buffer.read(MAX_SUBMIT_BYTES + 1)
-        else:
-            with open(file, "rb") as handle:
-                data = handle.read(MAX_SUBMIT_BYTES + 1)
-    except OSError as error:
-        fail(f"cannot read {file!r}: {error.strerror}", EXIT_BAD_INPUT)
-    if len(data) > MAX_SUBMIT_BYTES:
-        fail(f"{file!r} is larger than {MAX_SUBMIT_BYTES} bytes; split it", EXIT_BAD_INPUT)
-    return data
 
 
 def subject_of(line: bytes) -> str:
