@@ -32,7 +32,7 @@ def titan_services() -> dict[str, dict[str, Any]]:
 
 def test_every_titan_service_runs_a_command_this_titan_has(titan: Titan) -> None:
     services = titan_services()
-    assert {"migrate", "nats-apply", "relay"} <= set(services)
+    assert {"migrate", "nats-apply", "serve", "serve-standby"} <= set(services)
     for name, spec in services.items():
         command = spec["command"]
         result = titan(*command, "--help")
@@ -58,15 +58,15 @@ def test_nats_accepts_the_stack_configuration(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_prometheus_scrapes_the_port_the_relay_serves() -> None:
-    relay = compose()["services"]["relay"]["command"]
-    port = relay[relay.index("--metrics-port") + 1]
+def test_prometheus_scrapes_the_port_serve_answers_on() -> None:
     scrape = yaml.safe_load((ROOT / "infra/deploy/prometheus.yml").read_text())
     targets = [t for job in scrape["scrape_configs"] for group in job["static_configs"] for t in group["targets"]]
-    assert f"relay:{port}" in targets
+    for name in ("serve", "serve-standby"):
+        command = compose()["services"][name]["command"]
+        assert f"{name}:{command[command.index('--port') + 1]}" in targets
 
 
 def test_secrets_are_required_not_defaulted() -> None:
     text = COMPOSE.read_text()
-    for variable in ("TITAN_DB_PASSWORD", "TITAN_NATS_PASSWORD", "READER_NATS_PASSWORD"):
+    for variable in ("TITAN_DB_PASSWORD", "TITAN_NATS_PASSWORD", "READER_NATS_PASSWORD", "TITAN_INTAKE_KEYS_FILE"):
         assert f"${{{variable}:?" in text, variable
