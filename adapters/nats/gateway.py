@@ -19,7 +19,6 @@ carried, and that is in the command record (`data.command.policy_hash`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -38,13 +37,12 @@ from . import subjects
 from .gateway_metrics import GatewayMetrics
 from .ledger_follow import LedgerWakeups, Polling
 from .mirror_message import UnmirrorableRecord, account_of, traceparent
-from .pipelined_publisher import PipelinedPublisher, PublishError, WrongLastSequence
-from .relay import RETRIED_ERRORS
+from .pipelined_publisher import PipelinedPublisher, PublishError
+from .stream_tail import StreamEmptied, last_message, run_sessions
 
 DEFAULT_BATCH: Final = 1000
 DEFAULT_WINDOW: Final = 1000
 DEFAULT_ACK_TIMEOUT_S: Final = 5.0
-MAX_BACKOFF_S: Final = 5.0
 VENUE_CACHE_SIZE: Final = 100_000
 """Orders whose venue the gateway remembers for their cancel; a cancel of an order it does not
 remember (placed before this run) looks the venue up in the ledger."""
@@ -116,18 +114,16 @@ class ExecMessage:
 
 
 async def read_exec_tail(js: JetStreamContext, stream: str = subjects.EXEC_STREAM) -> ExecTail:
-    """Read TITAN_EXEC's last message (stream info, then a get by sequence) and its headers."""
-    info = await js.stream_info(stream)
-    state = info.state
-    if state.last_seq == 0 or state.messages == 0:
-        if state.last_seq != 0:
-            raise GatewayError(
-                f"stream {stream} is empty but its last sequence is {state.last_seq}: its messages "
-                "were removed, so it no longer says what was sent to execution; restore it, or "
-                "recreate it knowing that every accepted order in the ledger is then sent again"
-            )
+    """Read TITAN_EXEC's last message and its headers."""
+    try:
+        state, message = await last_message(js, stream)
+    except StreamEmptied as emptied:
+        raise GatewayError(
+            f"{emptied}, so it no longer says what was sent to execution; restore it, or "
+            "recreate it knowing that every accepted order in the ledger is then sent again"
+        ) from None
+    if message is None:
         return ExecTail(0, 0, "", 0)
-    message = await js.get_msg(stream, seq=state.last_seq, direct=bool(info.config.allow_direct))
     headers = message.headers or {}
     position_text = headers.get(subjects.POSITION, "")
     msg_id = headers.get(subjects.MSG_ID, "")
@@ -384,28 +380,20 @@ class Gateway:
         stop = stop or asyncio.Event()
         target = (await asyncio.to_thread(self.ledger.head))[0] if once else None
         await self.wakeups.start()
-        backoff = 0.1
         try:
-            while not stop.is_set():
-                try:
-                    if await self._session(target, stop):
-                        break
-                except GatewayError:
-                    raise
-                except RETRIED_ERRORS as error:
-                    self.metrics.ready.set(0)
-                    if isinstance(error, PublishError):
-                        self.metrics.publish_errors.labels(type(error).__name__).inc()
-                    self.retries += 1
-                    self.metrics.retries.inc()
-                    self.log(f"gateway: {error}; re-reading {self.stream} in {backoff:.1f} s")
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), backoff)
-                    backoff = 0.1 if isinstance(error, WrongLastSequence) else min(backoff * 2, MAX_BACKOFF_S)
+            await run_sessions(lambda: self._session(target, stop), stop, self._retrying)
         finally:
             self.metrics.ready.set(0)
             await self.wakeups.close()
         return GatewayProgress(self.sent_position, self.scanned_position, self.stream_seq, self.sent, self.retries)
+
+    def _retrying(self, error: BaseException, backoff: float) -> None:
+        self.metrics.ready.set(0)
+        if isinstance(error, PublishError):
+            self.metrics.publish_errors.labels(type(error).__name__).inc()
+        self.retries += 1
+        self.metrics.retries.inc()
+        self.log(f"gateway: {error}; re-reading {self.stream} in {backoff:.1f} s")
 
     async def _session(self, target: int | None, stop: asyncio.Event) -> bool:
         """Resume after TITAN_EXEC's tail and send until caught up (`target`) or stopped; True

@@ -13,13 +13,10 @@ arrived for a message and every message before it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
-import nats.errors
-import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
@@ -29,27 +26,14 @@ from schemas.canonical import record_hash
 from . import subjects
 from .ledger_follow import LedgerWakeups, Polling
 from .mirror_message import UnmirrorableRecord, mirror_headers, mirror_subject
-from .pipelined_publisher import PipelinedPublisher, PublishError, PublishTimeout, WrongLastSequence
+from .pipelined_publisher import PipelinedPublisher, PublishError, PublishTimeout
 from .relay_metrics import RelayMetrics
-from .stream_tail import MirrorError, StreamTail, read_tail
+from .stream_tail import MirrorError, StreamTail, read_tail, run_sessions
 
 DEFAULT_BATCH: Final = 1000
 DEFAULT_WINDOW: Final = 2000
 DEFAULT_ACK_TIMEOUT_S: Final = 5.0
-MAX_BACKOFF_S: Final = 5.0
 LINK_RECHECK_S: Final = 0.5
-RETRIED_ERRORS: Final = (
-    PublishError,
-    LedgerUnreachable,
-    OSError,
-    TimeoutError,
-    nats.errors.Error,
-    nats.js.errors.Error,
-)
-"""What the relay rides out (NATS or PostgreSQL lost, a publish refused): it reports itself not
-ready, backs off, re-reads the stream's tail and resumes."""
-
-
 class BrokenChain(MirrorError):
     """A ledger record does not chain onto the one before it: the relay stops before it."""
 
@@ -120,30 +104,20 @@ class Relay:
             await self.spec_check(self.js)
         target = (await asyncio.to_thread(self.ledger.head))[0] if once else None
         await self.wakeups.start()
-        backoff = 0.1
         try:
-            while not stop.is_set():
-                try:
-                    done = await self._session(target, stop)
-                    if done:
-                        break
-                except MirrorError:
-                    raise
-                except RETRIED_ERRORS as error:
-                    self.metrics.ready.set(0)
-                    kind = type(error).__name__
-                    if isinstance(error, PublishError):
-                        self.metrics.publish_errors.labels(kind).inc()
-                    self.retries += 1
-                    self.metrics.retries.inc()
-                    self.log(f"relay: {error}; re-reading the stream in {backoff:.1f} s")
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), backoff)
-                    backoff = 0.1 if isinstance(error, WrongLastSequence) else min(backoff * 2, MAX_BACKOFF_S)
+            await run_sessions(lambda: self._session(target, stop), stop, self._retrying)
         finally:
             self.metrics.ready.set(0)
             await self.wakeups.close()
         return RelayProgress(self.mirrored_position, self.stream_seq, self.published, self.retries)
+
+    def _retrying(self, error: BaseException, backoff: float) -> None:
+        self.metrics.ready.set(0)
+        if isinstance(error, PublishError):
+            self.metrics.publish_errors.labels(type(error).__name__).inc()
+        self.retries += 1
+        self.metrics.retries.inc()
+        self.log(f"relay: {error}; re-reading the stream in {backoff:.1f} s")
 
     async def _session(self, target: int | None, stop: asyncio.Event) -> bool:
         """Resume after the stream's tail and publish until caught up (`target`) or stopped;
