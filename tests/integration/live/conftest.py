@@ -3,6 +3,7 @@ module: tests use accounts of their own, so they do not see each other's command
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,18 +50,25 @@ class Live:
         }
 
 
-@pytest.fixture(scope="module")
-def live(pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    directory = tmp_path_factory.mktemp("live")
+@contextlib.contextmanager
+def new_live(pg_server: PostgresServer, directory: Path, prefix: str) -> Iterator[Live]:
+    """A nats-server of the test's own with titan's streams, a key file and a fresh database on
+    `pg_server`; the server is stopped and the database dropped afterwards."""
     own = OwnNats()
     own.start()
     try:
         run(apply_streams(own.url))
         keys_path, keys = write_keys(directory)
-        with fresh_database(pg_server, "titan_live") as ledger_url:
+        with fresh_database(pg_server, prefix) as ledger_url:
             yield Live(own.url, ledger_url, keys_path, keys, directory, own)
     finally:
         own.close()
+
+
+@pytest.fixture(scope="module")
+def live(pg_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with new_live(pg_server, tmp_path_factory.mktemp("live"), "titan_live") as world:
+        yield world
 
 
 @pytest.fixture(scope="module")

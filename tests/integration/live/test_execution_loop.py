@@ -23,19 +23,16 @@ from commands.envelope import COMMAND_RECORDED
 from infra.submit import default_policy
 from schemas.policy import policy_hash
 from tests.e2e.conftest import Titan
-from tests.integration.jetstream.relay_support import OwnNats
-from tests.services import PostgresServer, free_port, fresh_database
+from tests.services import PostgresServer, free_port
 
-from .conftest import Live
+from .conftest import Live, new_live
 from .live_support import (
     PaperProcess,
     ServeProcess,
-    apply_streams,
     encode,
     place_order,
     run,
     subject_for,
-    write_keys,
 )
 from .load_support import SteadyLoad, wait_drained
 from .test_serve_crash import verify_everything
@@ -45,15 +42,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def exec_live(pg_server: PostgresServer, tmp_path: Path) -> Iterator[Live]:
-    own = OwnNats()
-    own.start()
-    try:
-        run(apply_streams(own.url))
-        keys_path, keys = write_keys(tmp_path)
-        with fresh_database(pg_server, "titan_exec") as ledger_url:
-            yield Live(own.url, ledger_url, keys_path, keys, tmp_path, own)
-    finally:
-        own.close()
+    with new_live(pg_server, tmp_path, "titan_exec") as world:
+        yield world
 
 
 def records(ledger_url: str) -> list[Any]:

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Titan
-from tests.integration.jetstream.relay_support import OwnNats
-from tests.services import PostgresServer, fresh_database
+from tests.services import PostgresServer
 
-from .conftest import Live
-from .live_support import ServeProcess, apply_streams, run, write_keys
+from .conftest import Live, new_live
+from .live_support import ServeProcess, run
 from .load_support import SteadyLoad, check_exactly_once, wait_drained
 
 pytestmark = pytest.mark.integration
@@ -23,15 +22,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def crash_live(pg_server: PostgresServer, tmp_path: Path) -> Iterator[Live]:
-    own = OwnNats()
-    own.start()
-    try:
-        run(apply_streams(own.url))
-        keys_path, keys = write_keys(tmp_path)
-        with fresh_database(pg_server, "titan_crash") as ledger_url:
-            yield Live(own.url, ledger_url, keys_path, keys, tmp_path, own)
-    finally:
-        own.close()
+    with new_live(pg_server, tmp_path, "titan_crash") as world:
+        yield world
 
 
 def verify_everything(live: Live) -> None:

@@ -13,18 +13,15 @@ import nats
 import pytest
 
 from adapters.nats.sender import Sender
-from tests.integration.jetstream.relay_support import OwnNats
-from tests.services import PostgresServer, fresh_database, own_postgres_cluster
+from tests.services import PostgresServer, own_postgres_cluster
 
-from .conftest import Live
+from .conftest import Live, new_live
 from .live_support import (
     ServeProcess,
-    apply_streams,
     encode,
     place_order,
     run,
     subject_for,
-    write_keys,
 )
 from .load_support import SteadyLoad, check_exactly_once, wait_drained
 from .test_serve_crash import verify_everything
@@ -40,15 +37,8 @@ def own_pg() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def fault_live(own_pg: PostgresServer, tmp_path: Path) -> Iterator[Live]:
-    own = OwnNats()
-    own.start()
-    try:
-        run(apply_streams(own.url))
-        keys_path, keys = write_keys(tmp_path)
-        with fresh_database(own_pg, "titan_faults") as ledger_url:
-            yield Live(own.url, ledger_url, keys_path, keys, tmp_path, own)
-    finally:
-        own.close()
+    with new_live(own_pg, tmp_path, "titan_faults") as world:
+        yield world
 
 
 def test_postgresql_restarted_under_load(fault_live: Live, own_pg: PostgresServer) -> None:
