@@ -482,6 +482,15 @@ class GroupCommitBus:
         """The running writers, by account."""
         return dict(self._writers)
 
+    def has_writer(self, account_id: str) -> bool:
+        """Whether this bus has a writer for the account (running or failed)."""
+        return account_id in self._writers
+
+    @property
+    def writer_count(self) -> int:
+        """How many accounts this bus has writers for."""
+        return len(self._writers)
+
     async def stop(self) -> None:
         """Stop every writer (each commits what it has queued first)."""
         writers, self._writers = list(self._writers.values()), {}

@@ -236,10 +236,10 @@ class Intake:
                 f"{subjects.REPLY_TO} must be a subject under {subjects.REPLY_PREFIX} of at most "
                 f"{MAX_REPLY_SUBJECT} characters without wildcards; got {echo(reply_to, 64)!r}",
             )
-        if account_id not in self.bus.writers and len(self.bus.writers) >= self.max_accounts:
+        if not self.bus.has_writer(account_id) and self.bus.writer_count >= self.max_accounts:
             raise Rejected(
                 TOO_MANY_ACCOUNTS,
-                f"this serve already writes {len(self.bus.writers)} accounts, its limit; account "
+                f"this serve already writes {self.bus.writer_count} accounts, its limit; account "
                 f"{echo(account_id, 64)!r} is not one of them (each account holds a ledger connection)",
             )
         stamp = self._stamp(account_id, now_ns)
