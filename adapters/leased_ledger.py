@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from commands.envelope import ACCOUNT_PREFIX
 from commands.lease import LeaseLost, LeaseStore, StreamLease
-from commands.ports import Ledger, NewRecord, Record
+from commands.ports import DEFAULT_SCAN_LIMIT, Ledger, NewRecord, Record, RecordFilter
 
 from .loop_thread import LoopThread
 
@@ -80,6 +80,12 @@ class LeasedLedger(Ledger):
     def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Record]:
         """Return up to `limit` records after a position, in position order."""
         return self._ledger.read_all(after_position, limit)
+
+    def read_matching(
+        self, after_position: int, limit: int, where: RecordFilter, *, scan_limit: int = DEFAULT_SCAN_LIMIT
+    ) -> tuple[list[Record], int]:
+        """Return up to `limit` matching records after a position, and the position the scan reached."""
+        return self._ledger.read_matching(after_position, limit, where, scan_limit=scan_limit)
 
     def head(self) -> tuple[int, str, int]:
         """Return the anchored head: last position, its chain hash and the record count."""

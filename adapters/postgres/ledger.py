@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 from collections.abc import Coroutine, Sequence
 from typing import Any, Final, TypeAlias, TypeVar
@@ -28,17 +29,20 @@ from eventsourcing.persistence import Notification
 from adapters.ledger_mapper import LedgerRecord, SealedRecord, TitanMapper
 from adapters.loop_thread import LoopThread, run_on
 from adapters.redact import redact
-from adapters.sqlite.ledger import LEDGER_FORMAT
+from adapters.sqlite.ledger import LEDGER_FORMAT, envelope_field_bytes
 from adapters.sqlite.ledger import _check_new_record as check_new_record
 from commands.chain import seal
 from commands.lease import LeaseLost, LeaseRefused
 from commands.ports import (
+    DEFAULT_SCAN_LIMIT,
     Ledger,
     LedgerError,
     LedgerUnreachable,
     NewRecord,
     Record,
+    RecordFilter,
     VersionConflict,
+    check_matching_arguments,
 )
 
 T = TypeVar("T")
@@ -54,6 +58,7 @@ EVENTSOURCING_CHANNEL: Final = "stored_events"
 
 LEASE_CLASS: Final = 0x7469746E  # "titn": the advisory-lock namespace of writer leases
 COMMAND_STREAM_PREFIX: Final = "command-"
+_MAX_POSITION: Final = 2**63 - 1
 
 _COLUMNS: Final = "notification_id, originator_id, originator_version, topic, state"
 _READ_STREAM: Final = (
@@ -69,6 +74,61 @@ _FIRST_RECORDS: Final = (
     "WHERE originator_id = ANY($1::text[]) AND originator_version = 1 ORDER BY notification_id"
 )
 _READ_ANCHOR: Final = "SELECT position, hash, record_count FROM public.titan_chain_head WHERE id = 1"
+# read_matching, in one statement (one snapshot). Positions are distinct integers, so
+# ($1, $2 = $1 + scan_limit] holds at most scan_limit records: `within` is the first $4 matches
+# there. Only when it is short does the scan need its exact end, `upto`: the position of the
+# scan_limit-th record after $1 (the ($3 + 1)-th; it lies further on where positions have gaps,
+# so it is looked up, not added), else the last one; `beyond` is the further matches up to it.
+# The last row carries `upto` (NULL when the page is full, or when nothing follows $1).
+# {envelope} and {conditions} are filled from the fixed fragments below only; every value is a
+# bound parameter.
+_READ_MATCHING: Final = """
+WITH within AS MATERIALIZED (
+    SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state
+    FROM public.stored_events AS e{envelope}
+    WHERE e.notification_id > $1 AND e.notification_id <= $2{conditions}
+    ORDER BY e.notification_id
+    LIMIT $4
+), scan AS MATERIALIZED (
+    SELECT CASE WHEN (SELECT count(*) FROM within) < $4 THEN coalesce(
+        (SELECT notification_id FROM public.stored_events WHERE notification_id > $1
+         ORDER BY notification_id OFFSET $3 LIMIT 1),
+        (SELECT max(notification_id) FROM public.stored_events WHERE notification_id > $1)
+    ) END AS upto
+), beyond AS MATERIALIZED (
+    SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state
+    FROM public.stored_events AS e{envelope}
+    WHERE e.notification_id > $2 AND e.notification_id <= (SELECT upto FROM scan){conditions}
+    ORDER BY e.notification_id
+    LIMIT $4 - (SELECT count(*) FROM within)
+)
+SELECT *, NULL::bigint FROM within
+UNION ALL SELECT *, NULL FROM beyond
+UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, upto FROM scan
+ORDER BY 1 NULLS LAST
+"""
+# The envelope as jsonb, read exactly as the auditor's view reads it (migration 0010): a \u0000
+# escape, which jsonb cannot hold, is read as U+FFFD instead of failing the whole query.
+_MATCHING_ENVELOPE: Final = r"""
+    CROSS JOIN LATERAL (SELECT convert_from(e.state, 'UTF8') AS t) AS raw
+    CROSS JOIN LATERAL (
+        SELECT CASE
+                   WHEN strpos(raw.t, '\u0000') = 0 THEN raw.t::jsonb
+                   ELSE replace(replace(replace(raw.t, '\\', chr(1)), '\u0000', '\ufffd'), chr(1), '\\')::jsonb
+               END AS j
+    ) AS envelope"""
+_TYPE_IN: Final = " AND e.topic = ANY(${n}::text[])"
+_STREAM_IN: Final = " AND e.originator_id = ANY(${n}::text[])"
+# One jsonpath over the envelope for its fields, with the values as jsonpath variables (one jsonb
+# parameter). Strict mode: a missing field, or an array or a string where a string or a number is
+# wanted, matches nothing (lax mode would unwrap arrays).
+_ENVELOPE_MATCHES: Final = " AND jsonb_path_exists(envelope.j, 'strict $ ? ({path})', ${n}::jsonb)"
+# A record whose envelope has this command id holds its canonical bytes `"command_id":"…"`:
+# that byte search discards almost every other record before any JSON is parsed.
+_STATE_HOLDS: Final = " AND position(${n}::bytea IN e.state) > 0"
+_COMMAND_ID_PATH: Final = "@.command_id == $command_id"
+_FROM_TS_PATH: Final = "@.ts_ns >= $from_ts_ns"
+_TO_TS_PATH: Final = "@.ts_ns <= $to_ts_ns"
 # An append is four round trips: (1) BEGIN and eventsourcing's table lock; (2) under the lock, the
 # anchor, the real last position, the versions of the batch's streams, the account streams this
 # append may not write (a writer's session holds their lease) and whether this session holds its own
@@ -340,6 +400,19 @@ class PostgresLedger(Ledger):
         """Return up to `limit` records after a position, in position order."""
         return self._sync(self._read(_READ_ALL, after_position, limit), "read")
 
+    def read_matching(
+        self,
+        after_position: int,
+        limit: int,
+        where: RecordFilter,
+        *,
+        scan_limit: int = DEFAULT_SCAN_LIMIT,
+    ) -> tuple[list[Record], int]:
+        """Return up to `limit` records after a position that match, in position order, looking at
+        no more than `scan_limit` records; and the position the scan reached."""
+        check_matching_arguments(after_position, limit, where, scan_limit)
+        return self._sync(self._read_matching(after_position, limit, where, scan_limit), "read")
+
     def head(self) -> tuple[int, str, int]:
         """Return the anchored head: last position, its chain hash and the record count."""
         return self._sync(self._head(), "read")
@@ -381,6 +454,22 @@ class PostgresLedger(Ledger):
         """Return up to `limit` records after a position, in position order."""
         self._check_open("read")
         return await run_on(self._loop, self._read(_READ_ALL, after_position, limit))
+
+    async def read_matching_async(
+        self,
+        after_position: int,
+        limit: int,
+        where: RecordFilter,
+        *,
+        scan_limit: int = DEFAULT_SCAN_LIMIT,
+    ) -> tuple[list[Record], int]:
+        """Return up to `limit` records after a position that match, in position order, looking at
+        no more than `scan_limit` records; and the position the scan reached."""
+        check_matching_arguments(after_position, limit, where, scan_limit)
+        self._check_open("read")
+        return await run_on(
+            self._loop, self._read_matching(after_position, limit, where, scan_limit)
+        )
 
     async def head_async(self) -> tuple[int, str, int]:
         """Return the anchored head: last position, its chain hash and the record count."""
@@ -499,13 +588,36 @@ class PostgresLedger(Ledger):
         async with self._connection("read") as connection:
             return await self._fetch_records(connection, query, *args)
 
+    async def _read_matching(
+        self, after_position: int, limit: int, where: RecordFilter, scan_limit: int
+    ) -> tuple[list[Record], int]:
+        query, filter_args = _matching_query(where)
+        first_upto = min(after_position + scan_limit, _MAX_POSITION)
+        async with self._connection("read") as connection:
+            rows = await self._fetch(
+                connection, query, after_position, first_upto, scan_limit - 1, limit, *filter_args
+            )
+        *found, scan = rows  # the scan row sorts last (NULL position)
+        records = self._to_records(found)
+        if len(records) == limit:
+            return records, records[-1].position
+        if scan[5] is None:
+            return [], after_position
+        return records, int(scan[5])
+
     async def _fetch_records(
         self, connection: Connection, query: str, *args: Any
     ) -> list[Record]:
+        return self._to_records(await self._fetch(connection, query, *args))
+
+    async def _fetch(self, connection: Connection, query: str, *args: Any) -> list[asyncpg.Record]:
         try:
-            rows = await connection.fetch(query, *args)
+            return await connection.fetch(query, *args)
         except Exception as error:
             raise self._error("read", error, connection) from error
+
+    def _to_records(self, rows: Sequence[asyncpg.Record]) -> list[Record]:
+        """Decode rows whose first five columns are a stored event with its position."""
         to_record = self._mapper.to_domain_event
         return [
             to_record(
@@ -703,6 +815,38 @@ def _describe_holder(row: asyncpg.Record | None) -> str:
     since = row["backend_start"].isoformat(timespec="seconds") if row["backend_start"] else "?"
     client = f" from {row['client']}" if row["client"] else ""
     return f"{name!r}, server pid {row['pid']}{client}, connected since {since}"
+
+
+def _matching_query(where: RecordFilter) -> tuple[str, list[Any]]:
+    """The read_matching statement for a filter, and its filter parameters (from $5 on)."""
+    conditions: list[str] = []
+    args: list[Any] = []
+    if where.types:
+        args.append(list(where.types))
+        conditions.append(_TYPE_IN.format(n=4 + len(args)))
+    if where.stream_ids:
+        args.append(list(where.stream_ids))
+        conditions.append(_STREAM_IN.format(n=4 + len(args)))
+    paths: list[str] = []
+    variables: dict[str, Any] = {}
+    if where.command_id is not None:
+        args.append(envelope_field_bytes("command_id", where.command_id))
+        conditions.append(_STATE_HOLDS.format(n=4 + len(args)))
+        paths.append(_COMMAND_ID_PATH)
+        variables["command_id"] = where.command_id
+    if where.from_ts_ns is not None:
+        paths.append(_FROM_TS_PATH)
+        variables["from_ts_ns"] = where.from_ts_ns
+    if where.to_ts_ns is not None:
+        paths.append(_TO_TS_PATH)
+        variables["to_ts_ns"] = where.to_ts_ns
+    envelope = ""
+    if paths:
+        envelope = _MATCHING_ENVELOPE
+        args.append(json.dumps(variables))
+        conditions.append(_ENVELOPE_MATCHES.format(path=" && ".join(paths), n=4 + len(args)))
+    query = _READ_MATCHING.format(envelope=envelope, conditions="".join(conditions))
+    return query, args
 
 
 def _check_versions(records: Sequence[NewRecord], current: dict[str, int]) -> None:

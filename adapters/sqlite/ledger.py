@@ -8,6 +8,7 @@ eventsourcing can read a titan ledger. Titan adds two small tables: `titan_meta`
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import uuid
@@ -29,11 +30,21 @@ from eventsourcing.sqlite import (
 from adapters.ledger_mapper import LedgerRecord, SealedRecord, TitanMapper
 from adapters.private_files import create_private_file
 from commands.chain import CHAIN_FIELDS, seal
-from commands.ports import Ledger, LedgerError, NewRecord, Record, VersionConflict
-from schemas.canonical import GENESIS_HASH
+from commands.ports import (
+    DEFAULT_SCAN_LIMIT,
+    Ledger,
+    LedgerError,
+    NewRecord,
+    Record,
+    RecordFilter,
+    VersionConflict,
+    check_matching_arguments,
+)
+from schemas.canonical import GENESIS_HASH, canonical_bytes
 
 LEDGER_FORMAT: Final = "titan-ledger/1"
 MEMORY: Final = ":memory:"
+_MAX_POSITION: Final = 2**63 - 1
 DEFAULT_LOCK_TIMEOUT_S: Final = 5
 
 _ENVELOPE_COLUMNS: Final = (
@@ -84,6 +95,26 @@ _READ_ANCHOR: Final = "SELECT position, hash, record_count FROM titan_chain_head
 _WRITE_ANCHOR: Final = (
     "UPDATE titan_chain_head SET position = ?, hash = ?, record_count = ? WHERE id = 1"
 )
+# read_matching: the position of the scan_limit-th record after a position, else the last one
+# (NULL when there is none). Positions are rowids, which never move in an append-only table.
+_SCAN_BOUND: Final = (
+    "SELECT coalesce("
+    "(SELECT rowid FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT 1 OFFSET ?), "
+    "(SELECT max(rowid) FROM {table} WHERE rowid > ?))"
+)
+# The conditions read_matching may add, each with one bound parameter. The unary `+` keeps SQLite
+# from answering a stream or type filter through another index, which would read every record of
+# those streams instead of at most scan_limit rows in position order.
+_TYPES_IN: Final = "+topic IN (SELECT value FROM json_each(?))"
+_STREAMS_IN: Final = "+originator_id IN (SELECT value FROM json_each(?))"
+# A record whose envelope has this command id holds its canonical bytes `"command_id":"…"`: the
+# same pre-selection as the PostgreSQL adapter's (both find the same records); here it saves about
+# a third of the JSON parsing, there most of it.
+_STATE_HOLDS: Final = "instr(state, ?) > 0"
+_COMMAND_ID_IS: Final = "json_extract(CAST(state AS TEXT), '$.command_id') = ?"
+_TS_IS_NUMBER: Final = "json_type(CAST(state AS TEXT), '$.ts_ns') IN ('integer', 'real')"
+_TS_FROM: Final = "json_extract(CAST(state AS TEXT), '$.ts_ns') >= ?"
+_TS_TO: Final = "json_extract(CAST(state AS TEXT), '$.ts_ns') <= ?"
 
 
 class _DurableConnectionPool(SQLiteConnectionPool):
@@ -135,6 +166,67 @@ class TitanSQLiteRecorder(SQLiteApplicationRecorder):
                 )
                 for row in c.fetchall()
             ]
+
+    def select_matching_notifications(
+        self, after_position: int, limit: int, where: RecordFilter, scan_limit: int
+    ) -> tuple[list[Notification], int]:
+        """Return up to `limit` matching records among the next `scan_limit` after a position,
+        and the position the scan reached."""
+        conditions: list[str] = []
+        params: list[int | str | bytes] = []
+        if where.types:
+            conditions.append(_TYPES_IN)
+            params.append(_json_array(where.types))
+        if where.stream_ids:
+            conditions.append(_STREAMS_IN)
+            params.append(_json_array(where.stream_ids))
+        if where.command_id is not None:
+            conditions += [_STATE_HOLDS, _COMMAND_ID_IS]
+            params += [envelope_field_bytes("command_id", where.command_id), where.command_id]
+        if where.from_ts_ns is not None or where.to_ts_ns is not None:
+            conditions.append(_TS_IS_NUMBER)
+        if where.from_ts_ns is not None:
+            conditions.append(_TS_FROM)
+            params.append(where.from_ts_ns)
+        if where.to_ts_ns is not None:
+            conditions.append(_TS_TO)
+            params.append(where.to_ts_ns)
+        statement = (
+            f"SELECT rowid, * FROM {self.events_table_name} WHERE rowid > ? AND rowid <= ?"
+            + "".join(f" AND {condition}" for condition in conditions)
+            + " ORDER BY rowid LIMIT ?"
+        )
+        # Positions are distinct integers, so (after, after + scan_limit] holds at most scan_limit
+        # records: a full page found there needs no exact bound. Otherwise the scan goes on to the
+        # scan_limit-th record, which lies further on where positions have gaps. One read
+        # transaction: every statement sees the same records.
+        first_upto = min(after_position + scan_limit, _MAX_POSITION)
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(statement, [after_position, first_upto, *params, limit])
+            rows = c.fetchall()
+            if len(rows) < limit:
+                c.execute(
+                    _SCAN_BOUND.format(table=self.events_table_name),
+                    (after_position, scan_limit - 1, after_position),
+                )
+                bound = c.fetchone()[0]
+                if bound is None:
+                    return [], after_position
+                if bound > first_upto:
+                    c.execute(statement, [first_upto, bound, *params, limit - len(rows)])
+                    rows += c.fetchall()
+            reached = int(rows[-1]["rowid"]) if len(rows) == limit else int(bound)
+        notifications = [
+            Notification(
+                id=row["rowid"],
+                originator_id=row["originator_id"],
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=row["state"],
+            )
+            for row in rows
+        ]
+        return notifications, reached
 
     def select_anchor(self) -> tuple[int, str, int]:
         """Return the anchored head: position, hash, record count."""
@@ -188,6 +280,16 @@ class TitanSQLiteRecorder(SQLiteApplicationRecorder):
                     f"be version {expected}, not {record.version}"
                 )
             next_versions[stream_id] = expected + 1
+
+
+def envelope_field_bytes(name: str, value: str) -> bytes:
+    """How a top-level envelope field is written in a record's canonical state: `"name":value`."""
+    return canonical_bytes({name: value})[1:-1]
+
+
+def _json_array(values: Sequence[str]) -> str:
+    """A JSON array of strings: one bound parameter for SQLite's json_each, however many values."""
+    return json.dumps(list(values))
 
 
 def _fetch_anchor(c: SQLiteCursor) -> tuple[int, str, int]:
@@ -269,6 +371,23 @@ class SQLiteLedger(Ledger):
                 start=after_position, limit=limit, inclusive_of_start=False
             )
         return [self._mapper.to_domain_event(row) for row in rows]
+
+    def read_matching(
+        self,
+        after_position: int,
+        limit: int,
+        where: RecordFilter,
+        *,
+        scan_limit: int = DEFAULT_SCAN_LIMIT,
+    ) -> tuple[list[Record], int]:
+        """Return up to `limit` records after a position that match, in position order, looking at
+        no more than `scan_limit` records; and the position the scan reached."""
+        check_matching_arguments(after_position, limit, where, scan_limit)
+        with self._errors("read"):
+            rows, reached = self._recorder.select_matching_notifications(
+                after_position, limit, where, scan_limit
+            )
+        return [self._mapper.to_domain_event(row) for row in rows], reached
 
     def head(self) -> tuple[int, str, int]:
         """Return the anchored head: last position, its chain hash and the record count."""

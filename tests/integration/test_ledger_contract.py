@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 
+from adapters.postgres.ledger import PostgresLedger
 from adapters.sqlite.ledger import LEDGER_FORMAT, SQLiteLedger
-from commands.ports import Ledger, LedgerError, NewRecord, Record, VersionConflict
+from commands.ports import Ledger, LedgerError, NewRecord, Record, RecordFilter, VersionConflict
 from replay.chain import verify_ledger
 from schemas.canonical import GENESIS_HASH, canonical_bytes, parse, record_hash
 
@@ -51,6 +52,80 @@ def new(stream_id: str, version: int, type: str = "order.accepted.v1", **data: A
 
 def summary(records: list[Record]) -> list[tuple[int, str, int, str, dict[str, Any], bytes]]:
     return [(r.position, r.stream_id, r.version, r.type, r.envelope, r.state) for r in records]
+
+
+BASE_TS_NS = 1_700_000_000_000_000_000
+INJECTION = "x' OR '1'='1"
+
+
+def burn_positions(ledger: Ledger, count: int) -> bool:
+    """Leave a gap of `count` positions before the next record, where the backend can have gaps
+    (PostgreSQL burns sequence values, as a rolled-back insert does); False where it cannot."""
+    if not isinstance(ledger, PostgresLedger):
+        return False
+    import psycopg
+
+    sequence = "pg_get_serial_sequence('public.stored_events', 'notification_id')"
+    with psycopg.connect(ledger.url, autocommit=True) as connection:
+        connection.execute(
+            f"SELECT nextval({sequence}) FROM generate_series(1, %s)", (count,)
+        )
+    return True
+
+
+def filter_world(ledger: Ledger) -> list[Record]:
+    """A ledger of several types, streams, command ids and times (pairs of commands share a
+    time), a record holding U+0000, one without command id or time, one with a time as text;
+    on PostgreSQL with gaps between positions."""
+    versions: dict[str, int] = {}
+
+    def record(stream_id: str, type: str, command_id: str | None, ts_ns: Any, **data: Any) -> NewRecord:
+        version = versions[stream_id] = versions.get(stream_id, 0) + 1
+        fields = envelope(stream_id, version, type, **data) | {"command_id": command_id, "ts_ns": ts_ns}
+        return NewRecord(stream_id, version, type, fields)
+
+    written: list[Record] = []
+    for n in range(12):
+        account, command, ts_ns = f"account-{'abc'[n % 3]}", f"cmd-{n}", BASE_TS_NS + n // 2 * 1000
+        batch = [record(account, "order.filled.v1" if n % 2 else "order.accepted.v1", command, ts_ns)]
+        if n % 4 == 0:
+            batch.append(record(account, "risk.halted.v1", command, ts_ns, reason=f"halt\u0000{n} ☃"))
+        batch.append(record(f"command-{command}", "command.decided.v1", command, ts_ns))
+        written += ledger.append(batch)
+        burn_positions(ledger, n % 3)
+    untimed = record("account-d", "order.accepted.v1", None, None)
+    del untimed.envelope["ts_ns"]
+    written += ledger.append([untimed])
+    written += ledger.append([record("account-d", "order.accepted.v1", "cmd-4", str(BASE_TS_NS + 2000))])
+    return written
+
+
+# Each filter alone, then combined; with how many of filter_world's 29 records each matches.
+FILTERS: list[tuple[RecordFilter, int]] = [
+    (RecordFilter(), 29),
+    (RecordFilter(types=("risk.halted.v1",)), 3),
+    (RecordFilter(types=("order.filled.v1", "command.decided.v1")), 18),
+    (RecordFilter(types=("no.such.type.v1",)), 0),
+    (RecordFilter(stream_ids=("account-a",)), 5),
+    (RecordFilter(stream_ids=("account-b", "command-cmd-3", "account-zzz")), 6),
+    (RecordFilter(command_id="cmd-4"), 4),
+    (RecordFilter(command_id="cmd-99"), 0),
+    (RecordFilter(from_ts_ns=BASE_TS_NS + 4000), 9),
+    (RecordFilter(to_ts_ns=BASE_TS_NS + 999), 5),
+    (RecordFilter(from_ts_ns=BASE_TS_NS + 2000, to_ts_ns=BASE_TS_NS + 2000), 5),
+    (RecordFilter(from_ts_ns=BASE_TS_NS + 1000, to_ts_ns=BASE_TS_NS + 3000), 13),
+    (
+        RecordFilter(
+            types=("order.accepted.v1", "risk.halted.v1"),
+            stream_ids=("account-a", "account-b", "account-d"),
+            from_ts_ns=BASE_TS_NS,
+            to_ts_ns=BASE_TS_NS + 2000,
+        ),
+        4,
+    ),
+    (RecordFilter(types=("risk.halted.v1",), command_id="cmd-8", to_ts_ns=BASE_TS_NS + 4000), 1),
+    (RecordFilter(stream_ids=("account-d",), command_id="cmd-4"), 1),
+]
 
 
 class LedgerContract:
@@ -185,6 +260,98 @@ class LedgerContract:
         with pytest.raises(LedgerError, match="closed"):
             ledger.head()
 
+    def test_read_matching_equals_filtering_read_all(self, ledger: Ledger) -> None:
+        written = filter_world(ledger)
+        assert summary(ledger.read_all(0, 100)) == summary(written)
+        head = ledger.head()[0]
+        for where, count in FILTERS:
+            expected = [r for r in written if where.matches(r)]
+            assert len(expected) == count, where
+            records, reached = ledger.read_matching(0, 100, where)
+            assert (summary(records), reached) == (summary(expected), head), where
+            # The port's own implementation (read_all and matches) agrees with the adapter's.
+            default, default_reached = Ledger.read_matching(ledger, 0, 100, where)
+            assert (summary(default), default_reached) == (summary(records), reached), where
+
+    def test_paging_read_matching_visits_every_match_once_in_order(self, ledger: Ledger) -> None:
+        written = filter_world(ledger)
+        head = ledger.head()[0]
+        if isinstance(ledger, PostgresLedger):
+            assert head > len(written)  # the pages below cross gaps in positions
+        for where, count in FILTERS:
+            for limit, scan_limit in [(1, 1), (1, 4), (2, 3), (3, 10), (100, 100)]:
+                shape = (where, limit, scan_limit)
+                seen: list[Record] = []
+                after = 0
+                while after < head:
+                    page, reached = ledger.read_matching(after, limit, where, scan_limit=scan_limit)
+                    examined = [r for r in written if after < r.position <= reached]
+                    assert 1 <= len(examined) <= scan_limit, shape
+                    # The page is exactly the matches among what the scan looked at; a short page
+                    # means the scan looked at scan_limit records or reached the head.
+                    assert summary(page) == summary([r for r in examined if where.matches(r)]), shape
+                    assert len(page) == limit or len(examined) == scan_limit or reached == head, shape
+                    default = Ledger.read_matching(ledger, after, limit, where, scan_limit=scan_limit)
+                    assert (summary(default[0]), default[1]) == (summary(page), reached), shape
+                    seen += page
+                    after = reached
+                assert summary(seen) == summary([r for r in written if where.matches(r)]), shape
+                assert len(seen) == count, shape
+                assert ledger.read_matching(after, limit, where, scan_limit=scan_limit) == ([], after)
+
+    def test_read_matching_of_an_empty_ledger_stays_where_it_started(self, ledger: Ledger) -> None:
+        assert ledger.read_matching(0, 10, RecordFilter()) == ([], 0)
+        assert ledger.read_matching(5, 10, RecordFilter(types=("order.accepted.v1",))) == ([], 5)
+
+    def test_read_matching_refuses_arguments_out_of_range(self, ledger: Ledger) -> None:
+        filter_world(ledger)
+        every = RecordFilter()
+        for limit in (0, -1, 10_001, True, 1.5, "10"):
+            with pytest.raises(ValueError, match=r"limit must be an integer from 1 to 10000"):
+                ledger.read_matching(0, limit, every)  # type: ignore[arg-type]
+        for scan_limit in (4, 0, -5, 2**63, False):
+            with pytest.raises(ValueError, match=r"scan_limit must be an integer from limit \(5\)"):
+                ledger.read_matching(0, 5, every, scan_limit=scan_limit)
+        for after in (-1, 2**63, None, 0.5):
+            with pytest.raises(ValueError, match=r"after_position must be an integer from 0 to"):
+                ledger.read_matching(after, 5, every)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="where must be a RecordFilter"):
+            ledger.read_matching(0, 5, {"types": ["order.accepted.v1"]})  # type: ignore[arg-type]
+        assert len(ledger.read_matching(0, 10_000, every, scan_limit=10_000)[0]) == 29
+
+    def test_an_injection_shaped_value_matches_nothing_and_changes_nothing(
+        self, ledger: Ledger
+    ) -> None:
+        written = filter_world(ledger)
+        head = ledger.head()
+        for where in [
+            RecordFilter(types=(INJECTION,)),
+            RecordFilter(command_id=INJECTION),
+            RecordFilter(stream_ids=(INJECTION, "account-x'); DROP TABLE stored_events; --")),
+            RecordFilter(types=("order.accepted.v1",), command_id=f"cmd-4{INJECTION}"),
+            RecordFilter(command_id='cmd-4" || @.ts_ns > 0 || "'),  # shaped for the jsonpath
+        ]:
+            assert ledger.read_matching(0, 100, where) == ([], head[0]), where
+        assert ledger.head() == head
+        assert summary(ledger.read_all(0, 100)) == summary(written)
+        assert verify_ledger(ledger).ok
+
+def test_a_bad_filter_is_refused_naming_its_field() -> None:
+    with pytest.raises(ValueError, match="types must be a tuple of strings"):
+        RecordFilter(types="order.accepted.v1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="stream_ids must be a tuple of strings"):
+        RecordFilter(stream_ids=["account-a"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="command_id must not contain U\\+0000"):
+        RecordFilter(command_id="cmd\x00")
+    with pytest.raises(ValueError, match="types must be valid Unicode text"):
+        RecordFilter(types=("\ud800",))
+    with pytest.raises(ValueError, match="from_ts_ns must be None or an integer"):
+        RecordFilter(from_ts_ns=2**63)
+    with pytest.raises(ValueError, match="to_ts_ns must be None or an integer"):
+        RecordFilter(to_ts_ns=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"from_ts_ns \(2\) must not be after to_ts_ns \(1\)"):
+        RecordFilter(from_ts_ns=2, to_ts_ns=1)
+
 
 class TestSQLiteFileLedger(LedgerContract):
     @pytest.fixture
@@ -245,6 +412,31 @@ class TestSQLiteFileLedger(LedgerContract):
             c.execute("PRAGMA synchronous")
             assert c.fetchone()[0] == 2  # FULL
         raw.close()
+
+    def test_read_matching_pages_across_gaps_left_by_deleted_records(
+        self, ledger: Ledger, path: Path
+    ) -> None:
+        filter_world(ledger)
+        raw = sqlite3.connect(path)
+        raw.execute("DELETE FROM stored_events WHERE rowid IN (3, 4, 5, 11, 20, 29)")
+        raw.commit()
+        raw.close()
+        remaining = ledger.read_all(0, 100)
+        for where, _ in FILTERS:
+            for limit, scan_limit in [(1, 1), (2, 3), (3, 10), (100, 100)]:
+                shape = (where, limit, scan_limit)
+                seen: list[Record] = []
+                after = 0
+                while True:
+                    page, reached = ledger.read_matching(after, limit, where, scan_limit=scan_limit)
+                    default = Ledger.read_matching(ledger, after, limit, where, scan_limit=scan_limit)
+                    assert (summary(page), reached) == (summary(default[0]), default[1]), shape
+                    if reached == after:
+                        break
+                    seen += page
+                    after = reached
+                assert after == remaining[-1].position, shape
+                assert summary(seen) == summary([r for r in remaining if where.matches(r)]), shape
 
     def test_the_audit_view_shows_envelope_fields_as_columns(
         self, ledger: Ledger, path: Path
