@@ -18,6 +18,7 @@ the writer takes its lease again and reloads the account from the ledger before 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -25,9 +26,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
+
 from schemas import commands as wire
 from schemas.canonical import document_hash
 
+from . import tracing
 from .accounts import fold
 from .envelope import account_stream, command_stream
 from .handlers import Decision, Outcome, decide_records, duplicate_outcome
@@ -89,11 +94,14 @@ def verify_active_policy(
 
 
 class _Pending:
-    __slots__ = ("command", "future")
+    __slots__ = ("command", "context", "future")
 
     def __init__(self, command: wire.AnyCommand, future: asyncio.Future[Outcome]) -> None:
         self.command = command
         self.future = future
+        # The caller's trace context (the intake's span, an API request's): the writer's spans
+        # for this command are its children.
+        self.context = tracing.current_context()
 
 
 class _Plan:
@@ -255,10 +263,15 @@ class AccountWriter:
         # version 1 exists, checked under the table lock), so the common batch, all new, costs no
         # extra query; on such a conflict, read them and decide the batch again without them.
         known: dict[str, Record] = {}
+        traced = tracing.enabled()
         try:
             for _attempt in range(MAX_CONFLICTS):
-                plan = self._plan(batch, known)
+                # When traced: the wall-clock time before each command's decision and after the
+                # last one, for the spans (never read by a decision).
+                marks: list[int] | None = [] if traced else None
+                plan = self._plan(batch, known, marks)
                 started = time.perf_counter()
+                append_start_ns = time.time_ns() if traced else 0
                 try:
                     sealed = await lease.append(plan.records) if plan.records else []
                 except VersionConflict as conflict:
@@ -273,6 +286,10 @@ class AccountWriter:
                 self.batch_sizes[len(batch)] += 1
                 if self.on_commit is not None:
                     self.on_commit(len(batch), time.perf_counter() - started)
+                if marks is not None:
+                    # After the commit: a failure here must not turn committed commands into errors.
+                    with contextlib.suppress(Exception):
+                        _trace_batch(batch, plan, sealed, marks, append_start_ns, time.time_ns())
                 self._answer(batch, plan, sealed)
                 return
             raise WriterUnavailable(
@@ -292,10 +309,12 @@ class AccountWriter:
             # account from the ledger, as a new leader would.
             await self._recover()
 
-    def _plan(self, batch: list[_Pending], known: dict[str, Record]) -> _Plan:
+    def _plan(self, batch: list[_Pending], known: dict[str, Record], marks: list[int] | None = None) -> _Plan:
         plan = _Plan(self._state, self._version)
         first_in_batch: dict[str, int] = {}
         for index, pending in enumerate(batch):
+            if marks is not None:
+                marks.append(time.time_ns())
             command = pending.command
             command_id = command.command_id
             recorded = known.get(command_stream(command_id))
@@ -315,6 +334,8 @@ class AccountWriter:
             plan.records.extend(decision.records)
             plan.state = decision.state
             plan.version += decision.events
+        if marks is not None:
+            marks.append(time.time_ns())
         return plan
 
     def _answer(self, batch: list[_Pending], plan: _Plan, sealed: list[Record]) -> None:
@@ -429,6 +450,47 @@ def _new_outcome(command: wire.AnyCommand, start: int, decision: Decision, seale
     records = sealed[start : start + len(decision.records)]
     refs = [{"type": r.type, "event_id": r.envelope["event_id"]} for r in records[:-1]]
     return Outcome(command.command_id, decision.outcome, decision.reason or None, refs, records[-1].position)
+
+
+def _trace_batch(
+    batch: list[_Pending], plan: _Plan, sealed: list[Record], marks: list[int], append_start_ns: int, append_end_ns: int
+) -> None:
+    """The spans of a committed batch: per command `titan.decide` (child of the caller's context)
+    and, for a command that appended records, `titan.append` (child of its decide span) over the
+    batch's one append; then the registry learns the append span, for the relay and the gateway."""
+    tracer = tracing.tracer()
+    for index, (pending, (kind, value, decision)) in enumerate(zip(batch, plan.entries, strict=True)):
+        command = pending.command
+        attributes = tracing.command_attributes(command)
+        decide = tracer.start_span(
+            "titan.decide", context=pending.context, attributes=attributes, start_time=marks[index]
+        )
+        if kind == "new":
+            decide.set_attribute(tracing.OUTCOME, decision.outcome)
+            if decision.reason:
+                decide.set_attribute(tracing.REASON, decision.reason)
+        elif kind == "error":
+            decide.record_exception(value)
+            decide.set_status(StatusCode.ERROR, type(value).__name__)
+        else:
+            decide.set_attribute(tracing.OUTCOME, "duplicate")
+        decide.end(end_time=marks[index + 1])
+        if kind != "new":
+            continue
+        records = sealed[value : value + len(decision.records)]
+        append = tracer.start_span(
+            "titan.append",
+            context=trace.set_span_in_context(decide, pending.context),
+            attributes={
+                **attributes,
+                tracing.POSITION: records[-1].position,
+                "titan.records": len(records),
+                "titan.batch_commands": len(batch),
+            },
+            start_time=append_start_ns,
+        )
+        append.end(end_time=append_end_ns)
+        tracing.remember(command.command_id, append.get_span_context())
 
 
 class GroupCommitBus:

@@ -126,3 +126,37 @@ class Settings(BaseSettings):
     serve_port: int = Field(
         8470, ge=0, le=65_535, description="The port of /health, /ready and /metrics; 0 picks one (TITAN_SERVE_PORT)"
     )
+    console_tokens: str | None = Field(
+        None,
+        description="Path of the console's token file (`titan console token`): one line per token, "
+        "`<subject> <role>[,<role>] sha256:<hex>`; re-read when it changes. Default: none "
+        "(TITAN_CONSOLE_TOKENS)",
+    )
+    console_token_lines: str | None = Field(
+        None,
+        description="Token lines like the file's, separated by `;`, for a deployment that passes "
+        "them in the environment. With neither, the console makes one token for the run and prints "
+        "a login URL (TITAN_CONSOLE_TOKEN_LINES)",
+    )
+    console_host: str = Field(
+        "127.0.0.1", description="The address `titan console` listens on (TITAN_CONSOLE_HOST)"
+    )
+    console_port: int = Field(
+        8480, ge=0, le=65_535, description="The port `titan console` listens on; 0 picks one (TITAN_CONSOLE_PORT)"
+    )
+    otel_exporter: Literal["none", "otlp"] = Field(
+        "none",
+        description="Where `titan serve` sends its OpenTelemetry trace spans: none (no SDK installed, "
+        "tracing costs nothing) or otlp (OTLP over HTTP to otel_endpoint). Default: none "
+        "(TITAN_OTEL_EXPORTER)",
+    )
+    otel_endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/traces",
+        description="The OTLP/HTTP traces endpoint of a collector (or Jaeger), used when otel_exporter "
+        "is otlp (TITAN_OTEL_ENDPOINT)",
+    )
+    otel_service_name: str = Field(
+        "titan",
+        min_length=1,
+        description="The service.name resource attribute of titan's spans (TITAN_OTEL_SERVICE_NAME)",
+    )

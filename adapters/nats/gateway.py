@@ -25,8 +25,10 @@ from typing import Any, Final
 
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
+from commands import tracing
 from commands.envelope import COMMAND_RECORDED, account_stream, command_stream
 from commands.ports import Ledger, Record
 from projections.model import split_units
@@ -39,6 +41,7 @@ from .ledger_follow import LedgerWakeups, Polling
 from .mirror_message import UnmirrorableRecord, account_of, traceparent
 from .pipelined_publisher import PipelinedPublisher, PublishError
 from .stream_tail import StreamEmptied, last_message, run_sessions
+from .trace_headers import inject_recording, start_publish_span
 
 DEFAULT_BATCH: Final = 1000
 DEFAULT_WINDOW: Final = 1000
@@ -46,6 +49,7 @@ DEFAULT_ACK_TIMEOUT_S: Final = 5.0
 VENUE_CACHE_SIZE: Final = 100_000
 """Orders whose venue the gateway remembers for their cancel; a cancel of an order it does not
 remember (placed before this run) looks the venue up in the ledger."""
+PUBLISH_SPAN: Final = "titan.gateway.publish"
 SENT_TYPES: Final = frozenset({ORDER_ACCEPTED, ORDER_CANCEL_REQUESTED})
 """The record types that leave for execution."""
 
@@ -274,6 +278,18 @@ def cancel_message(event: Record, command: dict[str, Any], venue: str) -> ExecMe
     )
 
 
+def _publish_span(unit: list[Record], message: ExecMessage) -> Span | None:
+    """The span of publishing a message, its context put in the message's headers (in place of
+    the record's deterministic one) when it records."""
+    for record in unit:
+        if record.position == message.position:
+            span = start_publish_span(PUBLISH_SPAN, record, message.subject)
+            span.set_attribute("titan.order_id", message.order_id)
+            inject_recording(message.headers, span)
+            return span
+    return None
+
+
 def _first(records: list[Record]) -> Record | None:
     return records[0] if records else None
 
@@ -434,16 +450,22 @@ class Gateway:
                 if units:
                     if target is None or read_to < target:
                         reading = asyncio.ensure_future(self._read_units(read_to, target))
+                    traced = tracing.enabled()
                     for unit in units:
                         for message in await self._messages(unit):
                             message.headers[subjects.EXPECTED_LAST_SEQUENCE] = str(expected_seq)
-                            await publisher.publish(
-                                message.subject,
-                                message.payload,
-                                message.headers,
-                                position=message.position,
-                                expected_seq=expected_seq,
-                            )
+                            span = _publish_span(unit, message) if traced else None
+                            try:
+                                await publisher.publish(
+                                    message.subject,
+                                    message.payload,
+                                    message.headers,
+                                    position=message.position,
+                                    expected_seq=expected_seq,
+                                )
+                            finally:
+                                if span is not None:
+                                    span.end()
                             kinds.append(message.kind)
                             expected_seq += 1
                         await publisher.settle_ready()

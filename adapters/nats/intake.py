@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,10 @@ import nats.errors
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, StatusCode
 
+from commands import tracing
 from commands.handlers import Outcome
 from commands.lease import LeaseRefused
 from commands.ports import LedgerError
@@ -43,6 +47,7 @@ from .dlq import dead_letter, ns_of
 from .intake_metrics import IntakeMetrics
 from .roles import check_role
 from .signing import Keys, Refused, verify
+from .trace_headers import extract
 
 FETCH_BATCH: Final = 500
 MAX_BATCHES_IN_FLIGHT: Final = 4
@@ -55,6 +60,7 @@ PROGRESS_EVERY_S: Final = 4.0
 """While a batch waits on the ledger, its messages are told `in progress` this often, so that
 ack_wait (10 s) does not redeliver a command that is being decided."""
 MAX_REPLY_SUBJECT: Final = 256
+INTAKE_SPAN: Final = "titan.intake"
 
 SUBJECT_INVALID: Final = "SUBJECT_INVALID"
 SCHEMA_INVALID: Final = "SCHEMA_INVALID"
@@ -74,6 +80,8 @@ class Screened:
     command: Any
     reply_to: str | None
     received_ns: float
+    span: Span | None = None
+    """The message's `titan.intake` span when tracing is on: ended once it is answered."""
 
 
 class Rejected(Exception):
@@ -164,17 +172,27 @@ class Intake:
         rest to their writers; return what settles them (acks, answers, retries) once decided."""
         received_ns = time.perf_counter()
         now_ns = self.clock()
+        traced = tracing.enabled()
         screened: list[Screened] = []
         for msg in msgs:
             if _delivered(msg) > 1:
                 self.metrics.redeliveries.inc()
+            span = _intake_span(msg) if traced else None
             try:
-                screened.append(self._screen(msg, now_ns, received_ns))
+                item = self._screen(msg, now_ns, received_ns)
             except Rejected as refusal:
                 await self._dead_letter(msg, refusal, now_ns)
+                _end_refused(span, refusal)
+                continue
             except Exception as error:  # noqa: BLE001 - a bug must not drop a command: it comes back
                 self.log(f"intake: stream seq {_seq(msg)} not screened ({type(error).__name__}: {error})")
                 await _nak(msg)
+                _end_retried(span, error)
+                continue
+            if span is not None:
+                span.set_attributes(tracing.command_attributes(item.command))
+                item = dataclasses.replace(item, span=span)
+            screened.append(item)
         if not screened:
             return None
         # Told "in progress" from now on: starting a writer loads its account, which may take long.
@@ -195,7 +213,12 @@ class Intake:
                 queued.append((item, failed[account_id]))
                 continue
             try:
-                queued.append((item, writers[account_id].enqueue(item.command)))
+                if item.span is None:
+                    queued.append((item, writers[account_id].enqueue(item.command)))
+                else:
+                    # Queued inside the intake span's context: the writer's spans are its children.
+                    with trace.use_span(item.span, record_exception=False, set_status_on_exception=False):
+                        queued.append((item, writers[account_id].enqueue(item.command)))
             except Exception as error:  # noqa: BLE001 - the writer stopped: the message comes back
                 queued.append((item, error))
         return self._settle(queued, progress)
@@ -298,13 +321,25 @@ class Intake:
     # Deciding ----------------------------------------------------------------------------
 
     async def _one(self, item: Screened, waiting: asyncio.Future[Outcome] | BaseException) -> None:
+        if item.span is None:
+            await self._decided(item, waiting)
+            return
+        try:
+            await self._decided(item, waiting)
+        finally:
+            if item.span.is_recording():  # not ended yet by a refusal or a retry
+                item.span.end()
+
+    async def _decided(self, item: Screened, waiting: asyncio.Future[Outcome] | BaseException) -> None:
         if isinstance(waiting, BaseException):
             await self._retry(item, waiting)
             return
         try:
             outcome = await waiting
         except InvalidCommand as error:
-            await self._dead_letter(item.msg, Rejected(SCHEMA_INVALID, echo(str(error), 600), item.command.command_id), self.clock())
+            refusal = Rejected(SCHEMA_INVALID, echo(str(error), 600), item.command.command_id)
+            await self._dead_letter(item.msg, refusal, self.clock())
+            _end_refused(item.span, refusal)
             return
         except (LeaseRefused, LedgerError) as error:
             await self._retry(item, error)
@@ -313,6 +348,8 @@ class Intake:
             await self._retry(item, error)
             return
         self.metrics.decided(outcome, time.perf_counter() - item.received_ns)
+        if item.span is not None:
+            _outcome_on_span(item.span, outcome)
         if item.reply_to is not None:
             await self._reply(item.reply_to, outcome_json(outcome))
         with contextlib.suppress(Exception):  # an ack lost with the connection: redelivered, answered as a duplicate
@@ -322,6 +359,7 @@ class Intake:
         self.metrics.retried.labels(type(error).__name__).inc()
         self.log(f"intake: command {item.command.command_id!r} not decided ({error}); it will be redelivered")
         await _nak(item.msg)
+        _end_retried(item.span, error)
 
     async def _keep_in_progress(self, batch: list[Screened]) -> None:
         while True:
@@ -378,3 +416,46 @@ async def _nak(msg: Msg) -> None:
     delay = RETRY_DELAYS_S[min(delivered, len(RETRY_DELAYS_S)) - 1]
     with contextlib.suppress(Exception):
         await msg.nak(delay=delay)
+
+
+# Tracing (docs/tracing.md) -------------------------------------------------------------------
+
+
+def _intake_span(msg: Msg) -> Span:
+    """The CONSUMER span of one message, a child of the trace context its headers carry."""
+    return tracing.tracer().start_span(
+        INTAKE_SPAN,
+        context=extract(msg.headers),
+        kind=SpanKind.CONSUMER,
+        attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
+    )
+
+
+def _outcome_on_span(span: Span, outcome: Outcome) -> None:
+    span.set_attribute(tracing.OUTCOME, outcome.outcome)
+    span.set_attribute(tracing.POSITION, outcome.position)
+    if outcome.outcome == "rejected":
+        span.set_attribute(tracing.REASON, outcome.reason or "")
+        span.set_status(StatusCode.ERROR, outcome.reason or "rejected")
+
+
+def _end_refused(span: Span | None, refusal: Rejected) -> None:
+    """A command refused at the boundary (dead-lettered): ERROR, with its reason code."""
+    if span is None:
+        return
+    if refusal.command_id:
+        span.set_attribute(tracing.COMMAND_ID, refusal.command_id)
+    span.set_attribute(tracing.OUTCOME, "invalid")
+    span.set_attribute(tracing.REASON, refusal.reason)
+    span.set_status(StatusCode.ERROR, f"{refusal.reason}: {refusal.error[:200]}")
+    span.end()
+
+
+def _end_retried(span: Span | None, error: BaseException) -> None:
+    """A command not decided this time (nak'ed, it comes back): ERROR, with what failed."""
+    if span is None:
+        return
+    span.set_attribute(tracing.OUTCOME, "retried")
+    span.record_exception(error)
+    span.set_status(StatusCode.ERROR, type(error).__name__)
+    span.end()

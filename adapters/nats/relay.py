@@ -20,6 +20,7 @@ from typing import Final
 from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 
+from commands import tracing
 from commands.ports import Ledger, LedgerError, LedgerUnreachable, Record
 from schemas.canonical import record_hash
 
@@ -29,11 +30,15 @@ from .mirror_message import UnmirrorableRecord, mirror_headers, mirror_subject
 from .pipelined_publisher import PipelinedPublisher, PublishError, PublishTimeout
 from .relay_metrics import RelayMetrics
 from .stream_tail import MirrorError, StreamTail, read_tail, run_sessions
+from .trace_headers import inject_recording, start_publish_span
 
 DEFAULT_BATCH: Final = 1000
 DEFAULT_WINDOW: Final = 2000
 DEFAULT_ACK_TIMEOUT_S: Final = 5.0
 LINK_RECHECK_S: Final = 0.5
+PUBLISH_SPAN: Final = "titan.relay.publish"
+
+
 class BrokenChain(MirrorError):
     """A ledger record does not chain onto the one before it: the relay stops before it."""
 
@@ -146,6 +151,7 @@ class Relay:
                     # Read the next batch while this one is published.
                     if target is None or records[-1].position < target:
                         reading = asyncio.ensure_future(self._read(records[-1].position))
+                    traced = tracing.enabled()
                     for record in records:
                         link = _link_problem(record, after, last_hash)
                         if link is not None:
@@ -161,9 +167,16 @@ class Relay:
                             await publisher.flush()
                             self._advance(publisher, tail)
                             raise BrokenChain(record.position, str(error)) from error
-                        await publisher.publish(
-                            subject, record.state, headers, position=record.position, expected_seq=expected_seq
-                        )
+                        span = start_publish_span(PUBLISH_SPAN, record, subject) if traced else None
+                        if span is not None:
+                            inject_recording(headers, span)
+                        try:
+                            await publisher.publish(
+                                subject, record.state, headers, position=record.position, expected_seq=expected_seq
+                            )
+                        finally:
+                            if span is not None:
+                                span.end()
                         expected_seq += 1
                         after, last_hash = record.position, record.envelope["hash"]
                     await publisher.settle_ready()

@@ -9,6 +9,9 @@ the NATS reply subject receives JetStream's PubAck (the command is stored), and 
 No `Nats-Msg-Id` is set: a message JetStream drops as a duplicate would never be answered. A
 command sent twice is answered twice, the second time with its original outcome (`duplicate`):
 command ids, not message ids, make resending safe.
+
+When tracing is on (docs/tracing.md), each publish is a `titan.send` span whose context goes in the
+`traceparent` and `Titan-Traceparent` headers, outside what the signature covers.
 """
 
 from __future__ import annotations
@@ -23,11 +26,16 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from opentelemetry.trace import Span, SpanKind
+
+from commands import tracing
 
 from . import subjects
 from .signing import Keys, sign
+from .trace_headers import inject
 
 DEFAULT_TIMEOUT_S: Final = 10.0
+SEND_SPAN: Final = "titan.send"
 
 
 class NoReply(Exception):
@@ -60,6 +68,7 @@ class Sender:
         self._stored: dict[int, asyncio.Future[int]] = {}
         self._outcomes: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._subscription: Subscription | None = None
+        self._traced = tracing.enabled()  # once: a process installs its tracer provider at start
 
     async def __aenter__(self) -> Self:
         self._subscription = await self._nc.subscribe(f"{self._inbox}.>", cb=self._on_reply)
@@ -87,7 +96,12 @@ class Sender:
         if self._key is not None and self._issuer is not None:
             headers.update(sign(self._key, self._issuer, subject, payload, self._clock()))
         headers[subjects.REPLY_TO] = f"{self._inbox}.out.{number}"
-        await self._nc.publish(subject, payload, reply=f"{self._inbox}.ack.{number}", headers=headers)
+        span = _send_span(subject, payload, headers) if self._traced else None
+        try:
+            await self._nc.publish(subject, payload, reply=f"{self._inbox}.ack.{number}", headers=headers)
+        finally:
+            if span is not None:
+                span.end()
         return stored, outcome
 
     async def send(self, subject: str, payload: bytes, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
@@ -139,6 +153,21 @@ class Sender:
                     outcome.set_result(orjson.loads(msg.data))
                 except orjson.JSONDecodeError:
                     outcome.set_exception(NoReply(f"the intake answered {msg.data[:200]!r}"))
+
+
+def _send_span(subject: str, payload: bytes, headers: dict[str, str]) -> Span:
+    """The PRODUCER span of publishing a command (a child of the caller's current span), its
+    context put in the headers; the command's fields are read from its JSON, not validated."""
+    try:
+        fields = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        fields = None
+    attributes = tracing.fields_attributes(fields) if isinstance(fields, dict) else {}
+    attributes["messaging.system"] = "nats"
+    attributes["messaging.destination.name"] = subject
+    span = tracing.tracer().start_span(SEND_SPAN, kind=SpanKind.PRODUCER, attributes=attributes)
+    inject(headers, span)
+    return span
 
 
 async def wait_outcome(

@@ -28,7 +28,10 @@ CHAIN_HASH: Final = "Titan-Hash"
 PREV_HASH: Final = "Titan-Prev-Hash"
 TRACEPARENT: Final = "traceparent"
 TITAN_TRACEPARENT: Final = "Titan-Traceparent"
-"""Some nats-server versions rewrite `traceparent` in stored messages: titan carries its own copy."""
+"""Some nats-server versions rewrite `traceparent` in stored messages: titan carries its own copy
+(read first: adapters/nats/trace_headers.py)."""
+TRACESTATE: Final = "tracestate"
+"""W3C trace state, beside `traceparent` when a span has one (docs/tracing.md)."""
 
 
 def token(text: str) -> str:
