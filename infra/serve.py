@@ -117,6 +117,10 @@ class Service:
         self._leases: list[StreamLease] = []
         self.bus: GroupCommitBus | None = None
 
+    def leading_bus(self) -> GroupCommitBus | None:
+        """The bus while this serve leads (the console acts through it), else None."""
+        return self.bus if self.state.role == "leader" else None
+
     # Life ----------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -19,6 +19,9 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+READY_ROLES = ("leader", "console")
+"""The roles that take traffic: a serve leading its ledger, a console alone."""
+
 
 @dataclass(frozen=True, slots=True)
 class Check:
@@ -37,7 +40,7 @@ class Readiness:
 
     @property
     def ready(self) -> bool:
-        return self.role == "leader" and all(check.ok for check in self.checks.values())
+        return self.role in READY_ROLES and all(check.ok for check in self.checks.values())
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -48,7 +48,7 @@ def version(as_json: JsonOpt = False) -> None:
 # Each command group lives in its own module infra/cli/<area>.py with register(app, groups).
 AREAS: tuple[str, ...] = (
     "account", "policy", "ledger", "checkpoints", "replay", "projections", "db", "demo", "bench", "nats", "relay",
-    "keys", "serve", "dlq", "paper",
+    "keys", "serve", "dlq", "paper", "console",
 )
 GROUPS: dict[str, typer.Typer] = {"policy": policy_app, "ledger": ledger_app}
 for _area in AREAS:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -28,6 +28,9 @@ from infra.cli.common import (
 )
 from infra.core import load_core
 from infra.settings import Settings
+
+if TYPE_CHECKING:
+    from adapters.console.auth import TokenBook
 
 AccountsOpt = Annotated[
     list[str] | None,
@@ -83,6 +86,9 @@ def serve_cmd(
     accounts = list(dict.fromkeys(account or [settings.account_id]))
     for account_id in accounts:
         settings_for(ledger, account_id)  # each is a valid account id, or exit 2 naming it
+    from infra.cli.console import tokens_or_fail
+
+    tokens = tokens_or_fail(settings, None)
     core = load_core(settings.core)
     store = open_or_fail(settings, create=True)
     try:
@@ -93,6 +99,7 @@ def serve_cmd(
                 core,
                 accounts,
                 loaded,
+                tokens,
                 host=host or settings.serve_host,
                 port=settings.serve_port if port is None else port,
                 projector=not no_projector,
@@ -113,26 +120,39 @@ async def _serve(
     core: object,
     accounts: list[str],
     keys: Keys | None,
+    tokens: TokenBook,
     *,
     host: str,
     port: int,
     projector: bool,
 ) -> int:
     # Imported here: every `titan` command loads this module, only `titan serve` needs these.
-    from adapters.console.probes import probes_app
+    from adapters.console.app import console_app
     from adapters.console.server import EmbeddedServer
     from adapters.nats import connection
     from infra.checkpointing import checkpoint_if_configured
     from infra.cli.services import connect_or_exit_code, failure_exit_code, stop_on_signals
     from infra.collector import tune_for_service
+    from infra.console import DlqActions, ServeCommands, open_console
     from infra.serve import Service
+    from infra.telemetry import configure_tracing
 
     nc = await connect_or_exit_code(settings, "titan serve")
     if isinstance(nc, int):
         return nc
+    stop_tracing = configure_tracing(settings) or (lambda: None)
     service = Service(settings, store, nc, core, accounts=accounts, keys=keys, log=_log, projector=projector)
     tune_for_service()
-    http = EmbeddedServer(probes_app(service.state.readiness, service.registry), host, port)
+    try:
+        console = await open_console(
+            settings, store, core, tokens, ServeCommands(service.leading_bus, DlqActions(nc, keys))
+        )
+    except LedgerError as error:
+        await connection.close(nc)
+        stop_tracing()
+        code = failure_exit_code(error, settings, "serve")
+        return EXIT_CHECK_FAILED if code is None else code
+    http = EmbeddedServer(console_app(console.services, service.state.readiness, service.registry), host, port)
     stop = stop_on_signals()
     try:
         try:
@@ -140,7 +160,10 @@ async def _serve(
         except OSError as error:
             err.print(f"[bold red]error:[/] {error}")
             return EXIT_BAD_INPUT
-        _log(f"serve: probes on http://{host}:{http.port}/ready; {'signed' if keys else 'UNSIGNED'} intake")
+        url = f"http://{host}:{http.port}/"
+        _log(f"serve: console on {url}, probes on {url}ready; {'signed' if keys else 'UNSIGNED'} intake")
+        if tokens.generated is not None:
+            _log(f"serve: no console tokens configured; this run's token opens {url}#token={tokens.generated}")
         try:
             await service.run(stop)
         except Exception as error:
@@ -157,4 +180,6 @@ async def _serve(
         return EXIT_OK
     finally:
         await http.stop()
+        await console.close()
         await connection.close(nc)
+        stop_tracing()

@@ -1,0 +1,91 @@
+"""The console app: GraphQL at `/graphql` (queries, mutations, graphql-transport-ws
+subscriptions), the operator page at `/`, and `/health`, `/ready`, `/metrics`.
+
+Every GraphQL error carries `extensions.code`; the HTTP status follows the first error's code
+(401 no or bad token, 403 a role is missing, 400 bad input, 404 unknown id, 409 a writer is busy,
+503 a dependency is away). Production mode: no GraphQL IDE, no queries over GET.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi.responses import FileResponse, HTMLResponse
+from prometheus_client import CollectorRegistry
+from strawberry.fastapi import GraphQLRouter
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
+
+from .graphql.context import Services
+from .graphql.errors import coded
+from .graphql.schema import build_schema
+from .probes import Readiness, probes_router
+
+STATIC: Final = Path(__file__).parent / "static"
+PAGE_FILES: Final = {"app.js": "text/javascript", "app.css": "text/css"}
+
+class ConsoleRouter(GraphQLRouter[Any, Any]):
+    """strawberry's router, with a code on every error and the status that code names."""
+
+    async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
+        response: GraphQLHTTPResponse = {"data": result.data}
+        if result.errors:
+            response["errors"] = [coded(error).formatted for error in result.errors]
+        return response
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        errors = response_data.get("errors") if isinstance(response_data, dict) else None
+        if errors:
+            sub_response.status_code = int(errors[0]["extensions"]["status"])
+        return super().create_response(response_data, sub_response)
+
+
+def console_app(
+    services: Services,
+    readiness: Callable[[], Readiness],
+    registry: CollectorRegistry,
+    *,
+    production: bool = True,
+) -> FastAPI:
+    """The console over its services. `production=False` turns on the GraphiQL IDE."""
+
+    async def context(request: Request = None, websocket: WebSocket = None) -> dict[str, Any]:  # type: ignore[assignment]
+        return {"services": services, "request": request or websocket}
+
+    router = ConsoleRouter(
+        build_schema(),
+        context_getter=context,
+        graphql_ide="graphiql" if not production else None,
+        allow_queries_via_get=not production,
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        multipart_uploads_enabled=False,
+    )
+    app = FastAPI(title="titan console", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(router, prefix="/graphql")
+    app.include_router(probes_router(readiness, registry))
+
+    @app.get("/", include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"), headers=_PAGE_HEADERS)
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def asset(name: str) -> Response:
+        media = PAGE_FILES.get(name)
+        if media is None:  # only the page's own files: no path from the request reaches the disk
+            return Response(status_code=404)
+        return FileResponse(STATIC / name, media_type=media, headers=_PAGE_HEADERS)
+
+    return app
+
+
+_PAGE_HEADERS: Final = {
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+    "style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
