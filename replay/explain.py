@@ -10,18 +10,24 @@
 4. For an order: its life after the decision — acks, fills (with slippage in basis points against
    the order's reference price, signed so that positive is worse for us), cancels, venue
    rejects — and the effect on the position.
+
+Only the account's own stream is read, in position order (version order within a stream), from
+a start point up to the decision and then after it until the order is closed. A caller that keeps
+the account folded (the console) passes a `StartPoint` near the decision, so a trace costs the
+records since that point rather than the whole stream.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
 from typing import Any, Final
 
 from commands.accounts import fold
 from commands.envelope import account_stream, command_stream
-from commands.ports import Ledger, Record
+from commands.ports import Ledger, Record, RecordFilter
 from commands.views import state_view
 
 from .points import format_ns
@@ -47,6 +53,12 @@ ORDER_FLOW_TYPES: Final = frozenset(
     }
 )
 TERMINAL_TYPES: Final = frozenset({"order.cancelled.v1", "order.venue_rejected.v1"})
+FIRST_PAGE: Final = 64
+"""Records of the first page read after a point: an order is usually closed a few records on."""
+MAX_PAGE: Final = 1000
+"""Pages double up to this many records."""
+MAX_SCAN: Final = 50_000
+"""Ledger records one read looks at (other accounts' records are passed over, bounded)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,36 @@ class Subject:
 
     command_record: Record
     order_id: str | None
+
+
+@dataclass(frozen=True)
+class StartPoint:
+    """An account folded through a stream version, where a replay up to a later decision may
+    begin: the state (the core's states are immutable values, so keeping one is safe), the
+    version and ledger position of the last record folded (0 and 0 before the first), and the
+    last record of each context-setting type up to it, as the trace's `set_by` lists them."""
+
+    state: Any
+    version: int
+    position: int
+    set_by: Mapping[str, Mapping[str, Any]]
+
+
+def initial_point(core: Any, account_id: str) -> StartPoint:
+    """An account before its first record."""
+    return StartPoint(core.decider.initial_state(account_id), 0, 0, {})
+
+
+def advance(core: Any, point: StartPoint, records: Sequence[Record]) -> StartPoint:
+    """Fold the account's next records (in stream order, none skipped) onto a start point."""
+    if not records:
+        return point
+    set_by = dict(point.set_by)
+    for record in records:
+        if record.type not in ORDER_FLOW_TYPES:
+            set_by[record.type] = _ref(record)
+    last = records[-1]
+    return StartPoint(fold(core, point.state, records), last.version, last.position, set_by)
 
 
 def find_subject(ledger: Ledger, ident: str) -> Subject:
@@ -127,8 +169,14 @@ def _position_of(view: dict[str, Any], venue: str | None, symbol: str | None) ->
     return None
 
 
-def explain(ledger: Ledger, core: Any, ident: str) -> dict[str, Any]:
-    """The decision trace of an order or a command, as plain JSON values."""
+def explain(ledger: Ledger, core: Any, ident: str, *, start: StartPoint | None = None) -> dict[str, Any]:
+    """The decision trace of an order or a command, as plain JSON values.
+
+    `start`: the command's account folded through some version before the decision (from a cache
+    the caller keeps), to replay from there instead of from the stream's first record. One at or
+    after the decision's first event is not used (the replay then starts from the first record),
+    so the trace is the same with or without it.
+    """
     subject = find_subject(ledger, ident)
     record = subject.command_record
     envelope = record.envelope
@@ -140,25 +188,13 @@ def explain(ledger: Ledger, core: Any, ident: str) -> dict[str, Any]:
     wanted = set(event_ids)
 
     # Replay the account up to the decision; collect the decision's own events on the way.
-    state = core.decider.initial_state(account_id)
-    context_events: dict[str, dict[str, Any]] = {}
-    decision_events: list[Record] = []
-    first_version: int | None = None
-    for item in ledger.iter_all(0, 2000):
-        if item.position > record.position:
-            break
-        if item.stream_id != stream_id:
-            continue
-        if item.envelope.get("event_id") in wanted:
-            decision_events.append(item)
-            first_version = item.version if first_version is None else first_version
-            continue
-        if first_version is not None and item.version > first_version:
-            continue  # interleaved later decision (group commit): not part of "before"
-        state = fold(core, state, (item,))
-        if item.type not in ORDER_FLOW_TYPES:
-            context_events[item.type] = _ref(item)
-    view_before = state_view(core, state)
+    first = initial_point(core, account_id)
+    origin = start if start is not None and start.position < record.position else first
+    before, decision_events = _replay_before(ledger, core, stream_id, record.position, wanted, origin)
+    if origin is not first and not wanted <= {e.envelope.get("event_id") for e in decision_events}:
+        # A decision event lies at or before the start point: it was past the decision.
+        before, decision_events = _replay_before(ledger, core, stream_id, record.position, wanted, first)
+    view_before = state_view(core, before.state)
 
     decision_data = [e.envelope.get("data") or {} for e in decision_events]
     checks: list[dict[str, Any]] = []
@@ -200,7 +236,7 @@ def explain(ledger: Ledger, core: Any, ident: str) -> dict[str, Any]:
             "as_of_position": record.position,
             "state": _context(view_before),
             "open_orders": len(view_before.get("open_orders") or []),
-            "set_by": sorted(context_events.values(), key=lambda r: int(r["position"])),
+            "set_by": sorted((dict(ref) for ref in before.set_by.values()), key=lambda r: int(r["position"])),
         },
     }
     accepted = next((d for e, d in zip(decision_events, decision_data, strict=True) if e.type == "order.accepted.v1"), None)
@@ -209,6 +245,52 @@ def explain(ledger: Ledger, core: Any, ident: str) -> dict[str, Any]:
         trace["context"]["position_before"] = _position_of(view_before, venue, symbol)
         trace["lifecycle"] = _lifecycle(ledger, stream_id, subject.order_id, record.position, accepted, command)
     return trace
+
+
+def _replay_before(
+    ledger: Ledger, core: Any, stream_id: str, decided_at: int, wanted: set[str], origin: StartPoint
+) -> tuple[StartPoint, list[Record]]:
+    """The account folded up to a decision (its command record at `decided_at`), from `origin`;
+    and the decision's own events (by event id), which are not part of "before"."""
+    point = origin
+    decision_events: list[Record] = []
+    first_version: int | None = None
+    for page in _account_pages(ledger, stream_id, origin.position, decided_at):
+        before: list[Record] = []
+        for item in page:
+            if item.position > decided_at:
+                break
+            if item.envelope.get("event_id") in wanted:
+                decision_events.append(item)
+                first_version = item.version if first_version is None else first_version
+                continue
+            if first_version is not None and item.version > first_version:
+                continue  # interleaved later decision (group commit): not part of "before"
+            before.append(item)
+        point = advance(core, point, before)
+    return point, decision_events
+
+
+def _account_pages(ledger: Ledger, stream_id: str, after: int, upto: int | None = None) -> Iterator[list[Record]]:
+    """The stream's records after a position, in position order (a stream's version order), a
+    page at a time: up to position `upto` (pages may run past it), else to the ledger's end.
+    Pages start small and double, so a reader that stops early reads little."""
+    try:
+        where = RecordFilter(stream_ids=(stream_id,))
+    except ValueError:  # a stream id no filter can name (U+0000, from a forged record): read it whole
+        yield [r for r in ledger.read_stream(stream_id) if r.position > after]
+        return
+    page = FIRST_PAGE
+    while upto is None or after < upto:
+        limit = page if upto is None else max(1, min(page, upto - after))
+        scan = MAX_SCAN if upto is None else max(limit, min(MAX_SCAN, upto - after))
+        records, reached = ledger.read_matching(after, limit, where, scan_limit=scan)
+        if records:
+            yield records
+        if reached <= after:
+            return
+        after = reached
+        page = min(2 * page, MAX_PAGE)
 
 
 def _lifecycle(
@@ -231,9 +313,7 @@ def _lifecycle(
     notional = Decimal(0)
     quantity = Decimal(0)
     context = exact_context(reference, str(command.get("quantity")))
-    for item in ledger.iter_all(after, 2000):
-        if item.stream_id != stream_id:
-            continue
+    for item in chain.from_iterable(_account_pages(ledger, stream_id, after)):
         data = item.envelope.get("data") or {}
         detail = data.get("detail")
         detail_order = detail.get("order_id") if isinstance(detail, dict) else None

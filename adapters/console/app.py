@@ -8,13 +8,14 @@ Every GraphQL error carries `extensions.code`; the HTTP status follows the first
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -44,6 +45,25 @@ class ConsoleRouter(GraphQLRouter[Any, Any]):
         return super().create_response(response_data, sub_response)
 
 
+MEASURED_PATHS: Final = frozenset({"/graphql", "/", "/health", "/ready", "/metrics"})
+
+
+class ConsoleMetrics:
+    """The console's own metrics, in the service's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "titan_console_requests_total", "Console HTTP requests by path and status", ["path", "status"], registry=registry
+        )
+        self.seconds = Histogram(
+            "titan_console_request_seconds",
+            "Console HTTP request latency by path",
+            ["path"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+
+
 def console_app(
     services: Services,
     readiness: Callable[[], Readiness],
@@ -65,6 +85,17 @@ def console_app(
         multipart_uploads_enabled=False,
     )
     app = FastAPI(title="titan console", docs_url=None, redoc_url=None, openapi_url=None)
+    metrics = ConsoleMetrics(registry)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.url.path if request.url.path in MEASURED_PATHS else "other"
+        metrics.requests.labels(route, str(response.status_code)).inc()
+        metrics.seconds.labels(route).observe(time.perf_counter() - started)
+        return response
+
     app.include_router(router, prefix="/graphql")
     app.include_router(probes_router(readiness, registry))
 

@@ -378,3 +378,10 @@ def test_titan_console_token_grants_a_hashed_line(titan: Titan, tmp_path: Path) 
     role = titan("console", "token", "--subject", "dave", "--role", "admin", "--tokens", str(tmp_path / "t"))
     assert role.returncode == 2 and "accepted: viewer, operator, risk, auditor" in role.stderr
     json.dumps(stored)
+
+
+def test_metrics_count_console_requests(world: ConsoleWorld) -> None:
+    world.gql("{ me { subject } }", role="viewer")
+    text = world.client.get("/metrics").text
+    assert 'titan_console_requests_total{path="/graphql",status="200"}' in text
+    assert "titan_console_request_seconds_bucket" in text
