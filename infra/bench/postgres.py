@@ -99,18 +99,22 @@ async def _measure(
             latencies: list[float] = []
             loop = asyncio.get_running_loop()
 
-            async def submit(command: wire.AnyCommand, at: float) -> None:
-                if rate is not None:
-                    await asyncio.sleep(max(0.0, at - loop.time()))
-                began = time.perf_counter()
-                await writer.submit(command)
-                latencies.append(time.perf_counter() - began)
+            async def answered(outcome: asyncio.Future[Any], queued: float) -> None:
+                await outcome
+                latencies.append(time.perf_counter() - queued)
 
+            # One pacer queues the commands in order, each at its time (open loop: it never waits
+            # for answers); a stall delays the ones behind it but never lets one overtake another.
             start = loop.time() + 0.05
             began = time.perf_counter()
-            await asyncio.gather(
-                *(submit(c, start + (i / rate if rate else 0.0)) for i, c in enumerate(commands))
-            )
+            waiting = []
+            for i, command in enumerate(commands):
+                if rate is not None:
+                    delay = start + i / rate - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                waiting.append(asyncio.ensure_future(answered(writer.enqueue(command), time.perf_counter())))
+            await asyncio.gather(*waiting)
             elapsed = time.perf_counter() - began
             sizes = Counter(writer.batch_sizes)
             await writer.stop()

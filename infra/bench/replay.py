@@ -32,6 +32,20 @@ RECORDS_PER_DEMO_ORDER: Final = 6.9
 """About how many ledger records `titan demo` writes per order intent (measured)."""
 
 
+def _peak_rss_kb() -> int:
+    """This process's own peak resident memory in KiB. Not `ru_maxrss`: Linux keeps it across
+    exec, so a child forked from a large parent would report the parent's high-water mark; VmHWM
+    belongs to the address space, which exec replaces."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
 def _child_verify(url: str, core: str) -> dict[str, Any]:
     from infra.bootstrap import open_ledger
     from infra.core import load_cores
@@ -40,7 +54,7 @@ def _child_verify(url: str, core: str) -> dict[str, Any]:
 
     slots = load_cores(cast(CoreChoice, core))
     ledger = open_ledger(url, create=False)
-    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline_kb = _peak_rss_kb()
     began = time.perf_counter()
     report = verify_replay(ledger, slots, batch=2000)
     elapsed = time.perf_counter() - began
@@ -54,7 +68,7 @@ def _child_verify(url: str, core: str) -> dict[str, Any]:
         "elapsed_s": elapsed,
         "records_per_second": report.records / elapsed if elapsed else 0.0,
         "baseline_rss_kb": baseline_kb,
-        "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "peak_rss_kb": _peak_rss_kb(),
     }
 
 
@@ -65,7 +79,7 @@ def _child_export(url: str) -> dict[str, Any]:
 
     ledger = open_ledger(url, create=False)
     with tempfile.TemporaryDirectory(prefix="titan-bench-export-") as scratch:
-        baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        baseline_kb = _peak_rss_kb()
         result = export_ledger(ledger, Path(scratch) / "export", titan_version=titan_version())
         size = sum(entry["bytes"] for entry in result.manifest["files"].values())
     ledger.close()
@@ -75,7 +89,7 @@ def _child_export(url: str) -> dict[str, Any]:
         "rows_per_second": result.rows_per_second,
         "parquet_bytes": size,
         "baseline_rss_kb": baseline_kb,
-        "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "peak_rss_kb": _peak_rss_kb(),
     }
 
 
