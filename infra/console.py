@@ -95,6 +95,17 @@ class LedgerConsoleData(ConsoleData):
         except Exception as error:  # noqa: BLE001 - a lost read-model database is a 503, not a crash
             raise ConsoleError("LEDGER_UNAVAILABLE", f"the read models cannot be read: {error}", 503) from None
 
+    async def latest(self, table: str, order_by: str, limit: int, where: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        found = TABLES.get(table)
+        if found is None:
+            raise ConsoleError("INTERNAL", f"no read-model table {table!r}", 500)
+        try:
+            return await self.store.latest(found, order_by, limit, where)
+        except ValueError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a lost read-model database is a 503, not a crash
+            raise ConsoleError("LEDGER_UNAVAILABLE", f"the read models cannot be read: {error}", 503) from None
+
     async def _folded(self, account_id: str) -> _Account:
         account = self._accounts.get(account_id)
         if account is None:

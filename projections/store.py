@@ -59,6 +59,15 @@ class Snapshot:
     digest: str
 
 
+def check_latest(table: Table, order_by: str, limit: int) -> None:
+    """Refuse an ordering column that is not an integer column of the table, or a bad limit."""
+    column = table.by_name.get(order_by)
+    if column is None or column.type not in ("integer", "big_integer"):
+        raise ValueError(f"table {table.name}: order by an integer column, not {order_by!r}")
+    if not 1 <= limit <= 100_000:
+        raise ValueError(f"limit must be 1..100000, not {limit}")
+
+
 def staging_name(table: Table) -> str:
     """The name of a table's staging copy, which a rebuild fills before the swap."""
     return table.name + STAGING_SUFFIX
@@ -112,6 +121,13 @@ class ReadModelStore(ABC):
     ) -> list[dict[str, Any]]:
         """Return a table's rows (matching `where`, column = value) as canonical values, in key
         order; from its staging copy with `staging`."""
+
+    @abstractmethod
+    async def latest(
+        self, table: Table, order_by: str, limit: int, where: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Return at most `limit` rows matching `where`, highest `order_by` first (an integer
+        column: a position or a time), as canonical values."""
 
     @abstractmethod
     async def wait_for_ledger(self, timeout_s: float) -> bool:

@@ -57,6 +57,10 @@ class ConsoleData(ABC):
         """Return a read-model table's rows (matching `where`, column = value), in key order."""
 
     @abstractmethod
+    async def latest(self, table: str, order_by: str, limit: int, where: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Return at most `limit` rows of a read-model table, highest `order_by` first."""
+
+    @abstractmethod
     async def state(self, account_id: str) -> dict[str, Any]:
         """Return the account's state view as of the ledger's head (commands.views.state_view)."""
 

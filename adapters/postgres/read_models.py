@@ -34,6 +34,7 @@ from projections.store import (
     Snapshot,
     StoreError,
     TrackingMoved,
+    check_latest,
     staging_name,
 )
 from projections.values import (
@@ -345,6 +346,27 @@ class PostgresReadModelStore(ReadModelStore):
             params = [_to_sql(table.by_name[name].type, value) for name, value in where.items()]
         source = f"pg_temp.{staging_name(table)}" if staging else table.name
         query = f"SELECT {', '.join(table.column_names)} FROM {source}{clause} ORDER BY {_order_by(table)}"
+        async with self._session() as db:
+            records = await db.fetch(query, *params)
+        return [canonical_row(table, tuple(record.values())) for record in records]
+
+    async def latest(
+        self, table: Table, order_by: str, limit: int, where: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """At most `limit` rows matching `where`, highest `order_by` first."""
+        check_latest(table, order_by, limit)
+        params: list[Any] = []
+        clause = ""
+        if where:
+            for name in where:
+                if name not in table.by_name:
+                    raise ValueError(f"table {table.name} has no column {name!r}")
+            clause = " WHERE " + " AND ".join(f"{name} = ${i + 1}" for i, name in enumerate(where))
+            params = [_to_sql(table.by_name[name].type, value) for name, value in where.items()]
+        query = (
+            f"SELECT {', '.join(table.column_names)} FROM {table.name}{clause} "
+            f"ORDER BY {order_by} DESC LIMIT {int(limit)}"
+        )
         async with self._session() as db:
             records = await db.fetch(query, *params)
         return [canonical_row(table, tuple(record.values())) for record in records]

@@ -32,6 +32,7 @@ from projections.store import (
     Snapshot,
     StoreError,
     TrackingMoved,
+    check_latest,
     staging_name,
 )
 from projections.values import (
@@ -306,7 +307,18 @@ class SQLiteReadModelStore(ReadModelStore):
         with self._errors("read"):
             return [canonical_row(table, values) for values in self._select(table, source, where)]
 
-    def _select(self, table: Table, source: str, where: Mapping[str, Any] | None) -> Iterator[Sequence[Any]]:
+    async def latest(
+        self, table: Table, order_by: str, limit: int, where: Mapping[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """At most `limit` rows matching `where`, highest `order_by` first."""
+        check_latest(table, order_by, limit)
+        with self._errors("read"):
+            selected = self._select(table, table.name, where, order=f"{order_by} DESC", limit=limit)
+            return [canonical_row(table, values) for values in selected]
+
+    def _select(
+        self, table: Table, source: str, where: Mapping[str, Any] | None, *, order: str | None = None, limit: int | None = None
+    ) -> Iterator[Sequence[Any]]:
         params: list[Any] = []
         clause = ""
         if where:
@@ -315,8 +327,9 @@ class SQLiteReadModelStore(ReadModelStore):
                     raise ValueError(f"table {table.name} has no column {name!r}")
             clause = " WHERE " + " AND ".join(f"{name} = ?" for name in where)
             params = [_to_sql(table.by_name[name].type, value) for name, value in where.items()]
+        tail = f" LIMIT {int(limit)}" if limit is not None else ""
         cursor = self._db.execute(
-            f"SELECT {', '.join(table.column_names)} FROM {source}{clause} ORDER BY {', '.join(table.key)}",
+            f"SELECT {', '.join(table.column_names)} FROM {source}{clause} ORDER BY {order or ', '.join(table.key)}{tail}",
             params,
         )
         while True:

@@ -13,6 +13,9 @@ from .context import allowed, services
 from .orders import bounded
 from .scalars import JSON, BigInt
 
+MAX_SCAN = 10_000
+"""Dead letters looked at when filtering by status (a DLQ is drained, not a log)."""
+
 
 @strawberry.type(description="A purge recorded in the ledger.")
 class DlqPurge:
@@ -66,10 +69,9 @@ class DlqQuery:
         allowed(info, READ, "dlq")
         bounded("last", last)
         data = services(info).data
-        purges = {row["entry_id"]: row for row in await data.rows("rm_dlq_purges")}
-        rows = await data.rows("rm_dlq")
+        rows = await data.latest("rm_dlq", "stream_seq", last if status is None else MAX_SCAN)
+        purges = {row["entry_id"]: row for row in await data.latest("rm_dlq_purges", "position", MAX_SCAN)}
         entries = [DlqEntry.from_row(row, purges.get(row["entry_id"])) for row in rows]
         if status is not None:
             entries = [entry for entry in entries if entry.status == status]
-        entries.sort(key=lambda entry: int(entry.stream_seq), reverse=True)
         return entries[:last]

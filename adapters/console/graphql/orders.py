@@ -126,15 +126,15 @@ class OrdersQuery:
         allowed(info, READ, "orders")
         bounded("last", last)
         where: dict[str, Any] = {"account_id": account_of(info, account)}
-        if status is not None and status != "OPEN":
-            where["status"] = status
         if symbol is not None:
             where["symbol"] = symbol
         if phase is not None:
             where["phase_id"] = phase
-        rows = await services(info).data.rows("rm_orders", where)
-        if status == "OPEN":
-            rows = [row for row in rows if row["status"] in OPEN_STATUSES]
+        data = services(info).data
+        statuses = sorted(OPEN_STATUSES) if status == "OPEN" else [status] if status is not None else [None]
+        rows: list[dict[str, Any]] = []
+        for one in statuses:
+            rows.extend(await data.latest("rm_orders", "created_position", last, where if one is None else {**where, "status": one}))
         rows.sort(key=lambda row: int(row["created_position"]), reverse=True)
         return [Order.from_row(row) for row in rows[:last]]
 
@@ -145,6 +145,5 @@ class OrdersQuery:
         where: dict[str, Any] = {"account_id": account_of(info, account)}
         if outcome is not None:
             where["outcome"] = outcome
-        rows = await services(info).data.rows("rm_decisions", where)
-        rows.sort(key=lambda row: int(row["event_position"]), reverse=True)
-        return [Decision.from_row(row) for row in rows[:last]]
+        rows = await services(info).data.latest("rm_decisions", "event_position", last, where)
+        return [Decision.from_row(row) for row in rows]

@@ -72,9 +72,8 @@ class Breaker:
     async def transitions(self, info: Info[Any, Any], last: int = 50) -> list[BreakerTransition]:
         allowed(info, READ, "breaker transitions")
         bounded("last", last)
-        rows = await services(info).data.rows("rm_breaker_transitions", {"account_id": self.account_id})
-        rows.sort(key=lambda row: int(row["position"]), reverse=True)
-        return [BreakerTransition.from_row(row) for row in rows[:last]]
+        rows = await services(info).data.latest("rm_breaker_transitions", "position", last, {"account_id": self.account_id})
+        return [BreakerTransition.from_row(row) for row in rows]
 
 
 @strawberry.type(description="One truth snapshot's score.")
@@ -109,11 +108,10 @@ class VenueTruth:
     async def history(self, info: Info[Any, Any], last: int = 100) -> list[TruthPoint]:
         allowed(info, READ, "truth history")
         bounded("last", last)
-        rows = await services(info).data.rows("rm_truth_history", {"account_id": self.account_id, "venue": self.venue})
-        rows.sort(key=lambda row: int(row["position"]), reverse=True)
+        rows = await services(info).data.latest("rm_truth_history", "position", last, {"account_id": self.account_id, "venue": self.venue})
         return [
             TruthPoint(position=r["position"], score=r["score"], equity=r["equity"], components=r["components"], ts_ns=r["ts_ns"])
-            for r in rows[:last]
+            for r in rows
         ]
 
 
@@ -236,8 +234,7 @@ class RiskQuery:
         account_id = account_of(info, account)
         data = services(info).data
         view = await data.state(account_id)
-        rows = await data.rows("rm_budget", {"account_id": account_id})
-        rows.sort(key=lambda row: int(row["day"]), reverse=True)
+        rows = await data.latest("rm_budget", "day", last, {"account_id": account_id})
         return Budget(
             account_id=account_id,
             day=view["budget"]["day"],
@@ -248,5 +245,5 @@ class RiskQuery:
             regime=view["regime"],
             allowed_phases=list(view["allowed_phases"]),
             max_leverage=view["max_leverage"],
-            days=[BudgetDay.from_row(row) for row in rows[:last]],
+            days=[BudgetDay.from_row(row) for row in rows],
         )

@@ -77,6 +77,9 @@ class KillingStore(ReadModelStore):
     async def rows(self, table: Any, where: Any = None, *, staging: bool = False) -> Any:
         return await self.inner.rows(table, where, staging=staging)
 
+    async def latest(self, table: Any, order_by: str, limit: int, where: Any = None) -> Any:
+        return await self.inner.latest(table, order_by, limit, where)
+
     async def wait_for_ledger(self, timeout_s: float) -> bool:
         return await self.inner.wait_for_ledger(timeout_s)
 

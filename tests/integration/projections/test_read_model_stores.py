@@ -216,3 +216,39 @@ def test_prepare_is_idempotent_and_creates_tracking_rows(open_store: OpenStore) 
             await store.close()
 
     assert run(scenario()) == {name: 0 for name in registry.names()}
+
+
+def test_latest_gives_the_highest_rows_first_and_refuses_other_orderings(open_store: OpenStore) -> None:
+    table = DECISIONS.tables[0]
+
+    def decision(n: int, account: str) -> dict[str, Any]:
+        return {
+            "order_id": f"ord-{n}", "command_id": str(n), "account_id": account, "command_type": "place_order.v1",
+            "outcome": "accepted", "reason": None, "actor": "a", "phase_id": 1, "intent_id": None,
+            "correlation_id": None, "causation_id": None, "policy_hash": None, "ts_ns": n, "venue": "paper",
+            "symbol": "BTCUSDT", "side": "BUY", "checks": [], "event_position": 1000 - n, "event_positions": [],
+            "event_types": [], "command_position": None,
+        }
+
+    async def scenario() -> tuple[list[Any], list[Any], list[str]]:
+        store = await open_store()
+        try:
+            await store.prepare([DECISIONS])
+            rows = [Put("rm_decisions", decision(n, "a" if n % 2 else "b")) for n in range(1, 21)]
+            await store.apply([Batch(DECISIONS, rows, 0, 20)])
+            top = await store.latest(table, "event_position", 3)
+            mine = await store.latest(table, "ts_ns", 2, {"account_id": "b"})
+            refused = []
+            for order_by, limit in (("order_id", 3), ("event_position; DROP TABLE rm_decisions", 3), ("ts_ns", 0)):
+                try:
+                    await store.latest(table, order_by, limit)
+                except ValueError as error:
+                    refused.append(str(error))
+            return top, mine, refused
+        finally:
+            await store.close()
+
+    top, mine, refused = run(scenario())
+    assert [r["event_position"] for r in top] == [999, 998, 997]
+    assert [r["ts_ns"] for r in mine] == [20, 18]
+    assert len(refused) == 3
