@@ -503,6 +503,7 @@ class GroupCommitBus:
         self._options = writer_options
         self._writers: dict[str, AccountWriter] = {}
         self._starting: dict[str, asyncio.Future[AccountWriter]] = {}
+        self._stopping = False
 
     async def handle(self, command: wire.AnyCommand) -> Outcome:
         """Decide and record one command through its account's writer."""
@@ -510,7 +511,10 @@ class GroupCommitBus:
         return await writer.submit(command)
 
     async def writer(self, account_id: str) -> AccountWriter:
-        """The running writer of an account (started if needed; LeaseRefused if taken)."""
+        """The running writer of an account (started if needed; LeaseRefused if taken;
+        WriterUnavailable once the bus is stopping)."""
+        if self._stopping:
+            raise WriterUnavailable(f"the writers are stopping: {account_id!r} takes no more commands here")
         writer = self._writers.get(account_id)
         if writer is not None and writer.failed is None and writer.running:
             return writer
@@ -530,6 +534,12 @@ class GroupCommitBus:
             raise
         finally:
             del self._starting[account_id]
+        if self._stopping:  # the bus stopped while this writer started: it must not keep the lease
+            await writer.stop()
+            error = WriterUnavailable(f"the writers are stopping: {account_id!r} takes no more commands here")
+            future.set_exception(error)
+            future.exception()
+            raise error
         self._writers[account_id] = writer
         future.set_result(writer)
         return writer
@@ -554,7 +564,11 @@ class GroupCommitBus:
         return len(self._writers)
 
     async def stop(self) -> None:
-        """Stop every writer (each commits what it has queued first)."""
+        """Stop every writer (each commits what it has queued first), and any still starting."""
+        self._stopping = True
+        starting = list(self._starting.values())
+        if starting:
+            await asyncio.gather(*(asyncio.shield(future) for future in starting), return_exceptions=True)
         writers, self._writers = list(self._writers.values()), {}
         for writer in writers:
             await writer.stop()

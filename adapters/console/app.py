@@ -14,23 +14,40 @@ from pathlib import Path
 from typing import Any, Final
 
 from fastapi import FastAPI, Request, Response, WebSocket
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET
 
+from .auth import TokenBook
 from .graphql.context import Services
 from .graphql.errors import coded
 from .graphql.schema import build_schema
+from .ports import ConsoleError
 from .probes import Readiness, probes_router
 
 STATIC: Final = Path(__file__).parent / "static"
 PAGE_FILES: Final = {"app.js": "text/javascript", "app.css": "text/css"}
 
 class ConsoleRouter(GraphQLRouter[Any, Any]):
-    """strawberry's router, with a code on every error and the status that code names."""
+    """strawberry's router, with a code on every error and the status that code names, and a
+    WebSocket refused at `connection_init` unless its payload carries a valid token."""
+
+    tokens: TokenBook | None = None
+
+    async def on_ws_connect(self, context: Any) -> Any:
+        params = context.get("connection_params") if isinstance(context, dict) else None
+        token = params.get("authorization") or params.get("token") if isinstance(params, dict) else None
+        try:
+            assert self.tokens is not None
+            self.tokens.authenticate(token if isinstance(token, str) else None)
+        except ConsoleError as error:
+            raise ConnectionRejectionError({"code": error.code, "message": error.message}) from None
+        return UNSET
 
     async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
         response: GraphQLHTTPResponse = {"data": result.data}
@@ -43,6 +60,15 @@ class ConsoleRouter(GraphQLRouter[Any, Any]):
         if errors:
             sub_response.status_code = int(errors[0]["extensions"]["status"])
         return super().create_response(response_data, sub_response)
+
+
+MAX_BODY_BYTES: Final = 2_000_000
+"""The largest GraphQL request body (a policy document is at most 1 MB of JSON)."""
+
+
+def _refusal(code: str, message: str, status: int) -> Response:
+    body = {"data": None, "errors": [{"message": message, "extensions": {"code": code, "status": status}}]}
+    return JSONResponse(body, status_code=status)
 
 
 MEASURED_PATHS: Final = frozenset({"/graphql", "/", "/health", "/ready", "/metrics"})
@@ -77,15 +103,29 @@ def console_app(
         return {"services": services, "request": request or websocket}
 
     router = ConsoleRouter(
-        build_schema(),
+        build_schema(production=production),
         context_getter=context,
         graphql_ide="graphiql" if not production else None,
         allow_queries_via_get=not production,
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         multipart_uploads_enabled=False,
     )
+    router.tokens = services.tokens
     app = FastAPI(title="titan console", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = ConsoleMetrics(registry)
+
+    @app.middleware("http")
+    async def gate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Before anything is read or parsed: a bounded body, and a known token."""
+        if request.url.path.startswith("/graphql") and request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None or not length.isdigit() or int(length) > MAX_BODY_BYTES:
+                return _refusal("PAYLOAD_TOO_LARGE", f"a request body of at most {MAX_BODY_BYTES} bytes, with its Content-Length", 413)
+            try:
+                services.tokens.authenticate(request.headers.get("authorization"))
+            except ConsoleError as error:
+                return _refusal(error.code, error.message, error.status)
+        return await call_next(request)
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -114,7 +154,7 @@ def console_app(
 
 
 _PAGE_HEADERS: Final = {
-    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
     "style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",

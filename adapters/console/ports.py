@@ -96,6 +96,10 @@ class ConsoleCommands(ABC):
         Raise ConsoleError when no writer can take it (WRITER_BUSY, NOT_LEADER, LEDGER_UNAVAILABLE)."""
 
     @abstractmethod
+    def audit(self, line: str) -> None:
+        """Write one line to the console's audit log (what the ledger cannot hold)."""
+
+    @abstractmethod
     async def dlq_replay(self, entry_ids: Sequence[str], actor: str, reason: str) -> list[dict[str, Any]]:
         """Re-publish dead letters on their original subjects, through intake."""
 

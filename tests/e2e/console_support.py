@@ -80,11 +80,13 @@ def console_world(directory: Path) -> Iterator[ConsoleWorld]:
     opened = asyncio.run(open_console(settings, ledger, load_core("auto"), book, LocalCommands(settings, ledger, DlqActions(None, None))))
     registry_ = CollectorRegistry()
     app = console_app(opened.services, lambda: Readiness("console", {"ledger": Check(True, "test")}), registry_)
-    world = ConsoleWorld(TestClient(app), ledger, path, tokens, token_file, summary["order_to_explain"], opened)
+    client = TestClient(app)
+    client.__enter__()  # one event loop for the whole world, as a server has
+    world = ConsoleWorld(client, ledger, path, tokens, token_file, summary["order_to_explain"], opened)
     world.catch_up()
     try:
         yield world
     finally:
-        world.client.close()
+        client.__exit__(None, None, None)
         asyncio.run(opened.close())
         ledger.close()

@@ -356,14 +356,15 @@ def test_the_subscription_streams_new_records_and_ends_for_a_revoked_token(fresh
             world.token_file.write_text(original, encoding="utf-8")
 
 
-def test_a_websocket_without_a_token_gets_nothing(world: ConsoleWorld) -> None:
+@pytest.mark.parametrize("payload", [{}, {"authorization": "Bearer not-a-token"}])
+def test_a_websocket_without_a_good_token_is_closed_at_connection_init(world: ConsoleWorld, payload: dict[str, str]) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
     with world.client.websocket_connect("/graphql", subprotocols=["graphql-transport-ws"]) as ws:
-        ws.send_json({"type": "connection_init", "payload": {}})
-        assert receive(ws)["type"] == "connection_ack"
-        ws.send_json({"id": "1", "type": "subscribe", "payload": {"query": "subscription { ledgerHead { position } }"}})
-        message = receive(ws)
-        assert message["type"] == "next" and message["payload"]["data"] is None, message
-        assert message["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        ws.send_json({"type": "connection_init", "payload": payload})
+        with pytest.raises(WebSocketDisconnect) as closed:
+            receive(ws)
+        assert closed.value.code == 4403
 
 
 def test_titan_console_token_grants_a_hashed_line(titan: Titan, tmp_path: Path) -> None:
@@ -385,3 +386,71 @@ def test_metrics_count_console_requests(world: ConsoleWorld) -> None:
     text = world.client.get("/metrics").text
     assert 'titan_console_requests_total{path="/graphql",status="200"}' in text
     assert "titan_console_request_seconds_bucket" in text
+
+
+def test_a_mutation_document_takes_one_action(world: ConsoleWorld) -> None:
+    before = head(world)
+    response = world.gql('mutation { a: halt(reason: "x") { outcome } b: activatePolicy(policy: {}, reason: "y") { outcome } }')
+    assert response.status_code == 400 and response.json()["errors"][0]["extensions"]["code"] == "INVALID_ARGUMENT"
+    assert head(world) == before
+
+
+def test_a_document_that_asks_for_too_many_rows_is_refused_before_it_runs(world: ConsoleWorld) -> None:
+    many = " ".join(f"a{n}: orders(last: 1000) {{ orderId }}" for n in range(6))
+    response = world.gql("{ " + many + " }", role="viewer")
+    assert response.status_code == 400 and response.json()["errors"][0]["extensions"]["code"] == "TOO_COSTLY"
+    aliases = " ".join(f"a{n}: me {{ subject }}" for n in range(40))
+    response = world.gql("{ " + aliases + " }", role="viewer")
+    assert response.status_code == 400
+
+
+def test_an_unknown_account_is_not_found_and_never_acted_on(world: ConsoleWorld) -> None:
+    before = head(world)
+    response = world.gql('mutation { halt(account: "ghost", reason: "typo") { outcome } }')
+    assert response.status_code == 404 and response.json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert world.gql('{ breaker(account: "ghost") { state } }', role="viewer").status_code == 404
+    assert head(world) == before
+
+
+def test_an_action_sent_twice_with_its_own_command_id_is_recorded_once(world: ConsoleWorld) -> None:
+    query = 'mutation { disarm(reason: "once", commandId: "ops-disarm-0001") { outcome commandId position } }'
+    first = world.data(query)["disarm"]
+    before = head(world)
+    again = world.data(query)["disarm"]
+    assert first["commandId"] == again["commandId"] == "ops-disarm-0001"
+    assert again["outcome"] == "duplicate" and again["position"] == first["position"]
+    assert head(world) == before
+    bad = world.gql('mutation { disarm(reason: "x", commandId: "no spaces allowed") { outcome } }')
+    assert bad.status_code == 400 and bad.json()["errors"][0]["extensions"]["code"] == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ('{ events(fromTsNs: "99999999999999999999") { headPosition } }', "INVALID_ARGUMENT"),
+        ('{ events(after: "cDo5OTk5OTk5OTk5OTk5OTk5OTk5") { headPosition } }', "BAD_CURSOR"),
+    ],
+)
+def test_numbers_past_64_bits_are_refused(world: ConsoleWorld, query: str, code: str) -> None:
+    response = world.gql(query, role="auditor")
+    assert response.status_code == 400 and response.json()["errors"][0]["extensions"]["code"] == code
+
+
+def test_a_policy_too_deep_to_read_is_invalid(world: ConsoleWorld) -> None:
+    deep: Any = {}
+    for _ in range(300):
+        deep = {"x": deep}
+    response = world.gql("mutation($p: JSON!) { activatePolicy(policy: $p, reason: \"deep\") { outcome } }", {"p": deep}, role="risk")
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"][0]["extensions"]["code"] in ("POLICY_INVALID", "INVALID_ARGUMENT")
+
+
+def test_no_token_is_refused_before_the_body_is_read(world: ConsoleWorld) -> None:
+    response = world.client.post("/graphql", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 401 and response.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    huge = world.client.post(
+        "/graphql", content=b" " * 2_000_001, headers={"Content-Type": "application/json", "Authorization": f"Bearer {world.tokens['viewer']}"}
+    )
+    assert huge.status_code == 413
+    introspection = world.gql("{ __schema { types { name } } }", role="viewer")
+    assert introspection.status_code == 400

@@ -9,7 +9,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import orjson
 import strawberry
@@ -22,11 +22,16 @@ from schemas.intake import errors_of as validation_errors
 
 from ..auth import DLQ, OPERATE, POLICY
 from ..ports import ConsoleError, Stamp
-from .context import account_of, allowed, services
+from .context import allowed, known_account, services
 from .scalars import JSON, BigInt
 
 MAX_POLICY_BYTES: Final = 1_000_000
 MAX_ENTRIES: Final = 100
+
+COMMAND_ID: Any = strawberry.argument(
+    description="Your own id for this action (letters, digits and . _ : @ -, at most 120): sending it again "
+    "is answered with the original outcome (`duplicate`) instead of acting twice. Default: a fresh id."
+)
 
 
 @strawberry.type
@@ -91,14 +96,16 @@ def _build(make: Callable[[], wire.AnyCommand]) -> wire.AnyCommand:
         raise ConsoleError("INVALID_ARGUMENT", errors, 400) from None
 
 
-async def _operator(info: Info[Any, Any], action: str, kind: type[Any], account: str | None, reason: str) -> ActionOutcome:
+async def _operator(
+    info: Info[Any, Any], action: str, kind: type[Any], account: str | None, reason: str, command_id: str | None
+) -> ActionOutcome:
     who = allowed(info, OPERATE, action)
-    account_id = account_of(info, account)
+    account_id = await known_account(info, account)
     why = reason_of(reason)
 
     def make(stamp: Stamp) -> wire.AnyCommand:
         fields: dict[str, Any] = {
-            "command_id": action_id(action, account_id),
+            "command_id": command_id or action_id(action, account_id),
             "account_id": account_id,
             "ts_ns": stamp.ts_ns,
             "actor": who.subject,
@@ -114,31 +121,46 @@ async def _operator(info: Info[Any, Any], action: str, kind: type[Any], account:
 @strawberry.type
 class ActionsMutation:
     @strawberry.mutation(description="Halt the account: no new risk until resumed (operator).")
-    async def halt(self, info: Info[Any, Any], reason: str, account: str | None = None) -> ActionOutcome:
-        return await _operator(info, "halt", wire.Halt, account, reason)
+    async def halt(
+        self, info: Info[Any, Any], reason: str, account: str | None = None, command_id: Annotated[str | None, COMMAND_ID] = None
+    ) -> ActionOutcome:
+        return await _operator(info, "halt", wire.Halt, account, reason, command_id)
 
     @strawberry.mutation(description="Close every position at market (operator).")
-    async def flatten(self, info: Info[Any, Any], reason: str, account: str | None = None) -> ActionOutcome:
-        return await _operator(info, "flatten", wire.Flatten, account, reason)
+    async def flatten(
+        self, info: Info[Any, Any], reason: str, account: str | None = None, command_id: Annotated[str | None, COMMAND_ID] = None
+    ) -> ActionOutcome:
+        return await _operator(info, "flatten", wire.Flatten, account, reason, command_id)
 
     @strawberry.mutation(description="Leave HALTED (operator).")
-    async def resume(self, info: Info[Any, Any], reason: str, account: str | None = None) -> ActionOutcome:
-        return await _operator(info, "resume", wire.Resume, account, reason)
+    async def resume(
+        self, info: Info[Any, Any], reason: str, account: str | None = None, command_id: Annotated[str | None, COMMAND_ID] = None
+    ) -> ActionOutcome:
+        return await _operator(info, "resume", wire.Resume, account, reason, command_id)
 
     @strawberry.mutation(description="Arm the account for live orders (operator).")
-    async def arm(self, info: Info[Any, Any], reason: str, account: str | None = None) -> ActionOutcome:
-        return await _operator(info, "arm", wire.Arm, account, reason)
+    async def arm(
+        self, info: Info[Any, Any], reason: str, account: str | None = None, command_id: Annotated[str | None, COMMAND_ID] = None
+    ) -> ActionOutcome:
+        return await _operator(info, "arm", wire.Arm, account, reason, command_id)
 
     @strawberry.mutation(description="Disarm the account (operator).")
-    async def disarm(self, info: Info[Any, Any], reason: str, account: str | None = None) -> ActionOutcome:
-        return await _operator(info, "disarm", wire.Disarm, account, reason)
+    async def disarm(
+        self, info: Info[Any, Any], reason: str, account: str | None = None, command_id: Annotated[str | None, COMMAND_ID] = None
+    ) -> ActionOutcome:
+        return await _operator(info, "disarm", wire.Disarm, account, reason, command_id)
 
     @strawberry.mutation(description="Activate a risk policy document (risk).")
-    async def activate_policy(self, info: Info[Any, Any], policy: JSON, reason: str, account: str | None = None) -> ActionOutcome:
+    async def activate_policy(
+        self, info: Info[Any, Any], policy: JSON, reason: str, account: str | None = None, command_id: Annotated[str | None, COMMAND_ID] = None
+    ) -> ActionOutcome:
         who = allowed(info, POLICY, "activatePolicy")
-        account_id = account_of(info, account)
-        reason_of(reason)
-        raw = orjson.dumps(policy)
+        account_id = await known_account(info, account)
+        why = reason_of(reason)
+        try:
+            raw = orjson.dumps(policy)
+        except (orjson.JSONEncodeError, RecursionError, TypeError) as error:
+            raise ConsoleError("POLICY_INVALID", f"policy: not a JSON document titan can read ({error})", 400) from None
         if len(raw) > MAX_POLICY_BYTES:
             raise ConsoleError("POLICY_INVALID", f"policy: at most {MAX_POLICY_BYTES} bytes of JSON", 400)
         try:
@@ -149,7 +171,7 @@ class ActionsMutation:
         def make(stamp: Stamp) -> wire.AnyCommand:
             return _build(
                 lambda: wire.ActivatePolicy(
-                    command_id=action_id("activate", account_id),
+                    command_id=command_id or action_id("activate", account_id),
                     account_id=account_id,
                     ts_ns=stamp.ts_ns,
                     actor=who.subject,
@@ -157,7 +179,11 @@ class ActionsMutation:
                 )
             )
 
-        return ActionOutcome.from_json(await services(info).commands.submit(account_id, make))
+        commands = services(info).commands
+        outcome = ActionOutcome.from_json(await commands.submit(account_id, make))
+        # activate_policy.v1 has no reason field: the reason is kept in the console's log.
+        commands.audit(f"{who.subject} activatePolicy {outcome.command_id} on {account_id} ({outcome.outcome}): {why!r}")
+        return outcome
 
     @strawberry.mutation(description="Publish dead letters again on their original subjects, through intake (operator).")
     async def dlq_replay(self, info: Info[Any, Any], entry_ids: list[str], reason: str) -> list[DlqReplayed]:
@@ -172,7 +198,7 @@ class ActionsMutation:
     @strawberry.mutation(description="Record a purge of dead letters in the ledger, then remove them (operator).")
     async def dlq_purge(self, info: Info[Any, Any], entry_ids: list[str], reason: str, account: str | None = None) -> DlqPurged:
         who = allowed(info, DLQ, "dlqPurge")
-        account_id = account_of(info, account)
+        account_id = await known_account(info, account)
         why = reason_of(reason)
         wanted = _entry_ids(entry_ids)
         result = await services(info).commands.dlq_purge(account_id, wanted, who.subject, why)

@@ -56,3 +56,14 @@ def account_of(info: Info[Any, Any], account: str | None) -> str:
     if not account or len(account) > 128:
         raise ConsoleError("INVALID_ARGUMENT", "account: give an account id of 1 to 128 characters", 400)
     return account
+
+
+async def known_account(info: Info[Any, Any], account: str | None) -> str:
+    """The account asked about, if the ledger holds it (ConsoleError NOT_FOUND otherwise: a typo
+    must never be halted, nor grow the console's cache)."""
+    account_id = account_of(info, account)
+    known = await services(info).data.accounts()
+    if account_id not in known:
+        shown = ", ".join(known[:10]) or "none yet"
+        raise ConsoleError("NOT_FOUND", f"no account {account_id!r} in this ledger (accounts: {shown})", 404)
+    return account_id

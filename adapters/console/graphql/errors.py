@@ -26,6 +26,8 @@ def error_code(error: GraphQLError) -> tuple[str, str, int]:
     if original is None:  # the document did not parse or validate (unknown field, bad argument)
         code = "GRAPHQL_PARSE_FAILED" if error.message.startswith("Syntax Error") else "GRAPHQL_VALIDATION_FAILED"
         return code, error.message, 400
+    if isinstance(original, RecursionError):
+        return "INVALID_ARGUMENT", "an argument is nested too deeply to read", 400
     if isinstance(original, (ValueError, TypeError)) and "BigInt" in str(original):
         return "INVALID_ARGUMENT", str(original), 400
     LOG.error("console: unexpected error in %s", error.path, exc_info=original)

@@ -23,6 +23,7 @@ from .scalars import JSON, BigInt
 MAX_PAGE: Final = 1000
 MAX_TYPES: Final = 32
 CURSOR_PREFIX: Final = "p:"
+MAX_POSITION: Final = 2**63 - 1
 
 
 def encode_cursor(position: int) -> str:
@@ -41,7 +42,10 @@ def decode_cursor(cursor: str) -> int:
     digits = text.removeprefix(CURSOR_PREFIX)
     if not text.startswith(CURSOR_PREFIX) or not digits.isdigit() or not digits.isascii() or len(digits) > 19:
         raise problem
-    return int(digits)
+    position = int(digits)
+    if position > MAX_POSITION:
+        raise problem
+    return position
 
 
 @strawberry.type(description="A ledger record: an event or a command record, with its place in the hash chain.")

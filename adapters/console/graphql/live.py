@@ -15,7 +15,7 @@ from commands.envelope import account_stream
 from commands.ports import Record, RecordFilter
 
 from ..auth import EVENTS, READ
-from .context import account_of, allowed, services
+from .context import allowed, known_account, services
 from .events import LedgerEvent, decode_cursor, record_filter
 from .scalars import BigInt
 
@@ -99,7 +99,7 @@ class LiveSubscription:
     @strawberry.subscription(description="Each new truth snapshot's score.")
     async def truth_score(self, info: Info[Any, Any], account: str | None = None) -> AsyncGenerator[TruthUpdate, None]:
         allowed(info, READ, "truthScore")
-        account_id = account_of(info, account)
+        account_id = await known_account(info, account)
         where = RecordFilter(types=(TRUTH_RECORDED,), stream_ids=(account_stream(account_id),))
         start = await services(info).data.head()
         async for record in _follow(info, READ, "truthScore", start, where):
@@ -111,7 +111,7 @@ class LiveSubscription:
     @strawberry.subscription(description="Each breaker transition.")
     async def breaker_transitions(self, info: Info[Any, Any], account: str | None = None) -> AsyncGenerator[BreakerMove, None]:
         allowed(info, READ, "breakerTransitions")
-        account_id = account_of(info, account)
+        account_id = await known_account(info, account)
         where = RecordFilter(types=(BREAKER_TRANSITIONED,), stream_ids=(account_stream(account_id),))
         start = await services(info).data.head()
         async for record in _follow(info, READ, "breakerTransitions", start, where):

@@ -9,7 +9,7 @@ from strawberry.types import Info
 
 from ..auth import READ
 from ..ports import ConsoleError
-from .context import account_of, allowed, services
+from .context import allowed, known_account, services
 from .scalars import BigInt, Decimal
 
 MAX_ROWS: Final = 1000
@@ -44,7 +44,7 @@ class Order:
     filled_quantity: Decimal
     fill_count: int
     venue_order_id: str | None
-    ack_latency_ms: int | None
+    ack_latency_ms: BigInt | None
     cancel_requested: bool
     venue_reason: str | None
     created_ts_ns: BigInt
@@ -125,7 +125,7 @@ class OrdersQuery:
     ) -> list[Order]:
         allowed(info, READ, "orders")
         bounded("last", last)
-        where: dict[str, Any] = {"account_id": account_of(info, account)}
+        where: dict[str, Any] = {"account_id": await known_account(info, account)}
         if symbol is not None:
             where["symbol"] = symbol
         if phase is not None:
@@ -142,7 +142,7 @@ class OrdersQuery:
     async def decisions(self, info: Info[Any, Any], account: str | None = None, outcome: str | None = None, last: int = 50) -> list[Decision]:
         allowed(info, READ, "decisions")
         bounded("last", last)
-        where: dict[str, Any] = {"account_id": account_of(info, account)}
+        where: dict[str, Any] = {"account_id": await known_account(info, account)}
         if outcome is not None:
             where["outcome"] = outcome
         rows = await services(info).data.latest("rm_decisions", "event_position", last, where)

@@ -8,7 +8,7 @@ import strawberry
 from strawberry.types import Info
 
 from ..auth import READ
-from .context import account_of, allowed, services
+from .context import allowed, known_account, services
 from .scalars import JSON, BigInt
 
 
@@ -49,7 +49,7 @@ class PolicyQuery:
     @strawberry.field(description="The active risk policy (document and hash) and its history.")
     async def policy(self, info: Info[Any, Any], account: str | None = None) -> Policy:
         allowed(info, READ, "policy")
-        account_id = account_of(info, account)
+        account_id = await known_account(info, account)
         data = services(info).data
         view = await data.state(account_id)
         history = [PolicyActivation.from_json(item) for item in await data.policies(account_id)]

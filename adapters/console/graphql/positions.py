@@ -8,7 +8,7 @@ import strawberry
 from strawberry.types import Info
 
 from ..auth import READ
-from .context import account_of, allowed, services
+from .context import allowed, known_account, services
 from .scalars import BigInt, Decimal
 
 
@@ -50,7 +50,7 @@ class PositionsQuery:
     @strawberry.field(description="Positions of an account (default: the console's account).")
     async def positions(self, info: Info[Any, Any], account: str | None = None, open_only: bool = False) -> list[Position]:
         allowed(info, READ, "positions")
-        rows = await services(info).data.rows("rm_positions", {"account_id": account_of(info, account)})
+        rows = await services(info).data.rows("rm_positions", {"account_id": await known_account(info, account)})
         found = [Position.from_row(row) for row in rows]
         return [p for p in found if not open_only or _nonzero(p.quantity)]
 

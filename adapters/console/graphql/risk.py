@@ -11,7 +11,7 @@ import strawberry
 from strawberry.types import Info
 
 from ..auth import READ
-from .context import account_of, allowed, services
+from .context import allowed, known_account, services
 from .orders import bounded
 from .scalars import JSON, BigInt, Decimal
 
@@ -123,7 +123,7 @@ class Venue:
     account_id: str
     venue: str
     status: str = strawberry.field(description="OK, DEGRADED or HALTED.")
-    mean_ack_latency_ms: int
+    mean_ack_latency_ms: BigInt
     mean_slippage_bps: BigInt
     samples: int
     since_ts_ns: BigInt | None = strawberry.field(description="When the status last changed (null: never).")
@@ -178,7 +178,7 @@ class RiskQuery:
     @strawberry.field(description="The breaker now, its active triggers and its transitions.")
     async def breaker(self, info: Info[Any, Any], account: str | None = None) -> Breaker:
         allowed(info, READ, "breaker")
-        account_id = account_of(info, account)
+        account_id = await known_account(info, account)
         data = services(info).data
         view = await data.state(account_id)
         rows = await data.rows("rm_breaker", {"account_id": account_id})
@@ -200,13 +200,13 @@ class RiskQuery:
     @strawberry.field(description="The latest truth snapshot of each venue.")
     async def truth(self, info: Info[Any, Any], account: str | None = None) -> list[VenueTruth]:
         allowed(info, READ, "truth")
-        rows = await services(info).data.rows("rm_truth", {"account_id": account_of(info, account)})
+        rows = await services(info).data.rows("rm_truth", {"account_id": await known_account(info, account)})
         return [VenueTruth.from_row(row) for row in rows]
 
     @strawberry.field(description="Each venue's execution quality and status.")
     async def venues(self, info: Info[Any, Any], account: str | None = None) -> list[Venue]:
         allowed(info, READ, "venues")
-        account_id = account_of(info, account)
+        account_id = await known_account(info, account)
         data = services(info).data
         view = await data.state(account_id)
         changed = {row["venue"]: row for row in await data.rows("rm_venue_quality", {"account_id": account_id})}
@@ -231,7 +231,7 @@ class RiskQuery:
     async def budget(self, info: Info[Any, Any], account: str | None = None, last: int = 30) -> Budget:
         allowed(info, READ, "budget")
         bounded("last", last)
-        account_id = account_of(info, account)
+        account_id = await known_account(info, account)
         data = services(info).data
         view = await data.state(account_id)
         rows = await data.latest("rm_budget", "day", last, {"account_id": account_id})

@@ -16,7 +16,9 @@ from strawberry.types.scalar import ScalarDefinition
 
 __all__ = ["JSON", "SCALARS", "BigInt", "Decimal"]
 
-MAX_DIGITS: Final = 40
+MAX_DIGITS: Final = 20
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
 
 BigInt = NewType("BigInt", int)
 Decimal = NewType("Decimal", str)
@@ -27,10 +29,14 @@ def parse_big_int(value: Any) -> int:
     if isinstance(value, bool):
         raise TypeError("BigInt: give an integer as decimal digits, not a boolean")
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and 0 < len(value) <= MAX_DIGITS and value.lstrip("-").isdigit() and value.isascii():
-        return int(value)
-    raise ValueError(f"BigInt: give an integer as decimal digits (at most {MAX_DIGITS}), e.g. \"1767225600000000000\"")
+        number = value
+    elif isinstance(value, str) and 0 < len(value) <= MAX_DIGITS and value.lstrip("-").isdigit() and value.isascii():
+        number = int(value)
+    else:
+        raise ValueError("BigInt: give an integer as decimal digits, e.g. \"1767225600000000000\"")
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise ValueError(f"BigInt: {value} is outside the 64-bit range an argument may take ({INT64_MIN} to {INT64_MAX})")
+    return number
 
 
 SCALARS: Final[dict[object, ScalarDefinition]] = {

@@ -6,18 +6,27 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from strawberry.extensions import MaxTokensLimiter, QueryDepthLimiter
+from graphql import GraphQLError
+from strawberry.extensions import (
+    AddValidationRules,
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+)
 from strawberry.extensions.tracing import OpenTelemetryExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
-from strawberry.types import Info
+from strawberry.types import ExecutionContext, Info
 
+from ..ports import ConsoleError
 from .actions import ActionsMutation
 from .context import principal
 from .dlq import DlqQuery
 from .errors import CodedErrors
 from .events import EventsQuery
 from .explain import ExplainQuery
+from .limits import OneActionPerMutation, RowBudget
 from .live import LiveSubscription
 from .orders import OrdersQuery
 from .policy import PolicyQuery
@@ -58,22 +67,35 @@ MAX_DEPTH = 8
 MAX_TOKENS = 4000
 
 
-def build_schema() -> strawberry.Schema:
-    """The schema, with limits on query depth and size (a hostile query costs little)."""
-    return strawberry.Schema(
-        query=Query,
-        mutation=Mutation,
-        subscription=Subscription,
-        extensions=[
-            lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-            OpenTelemetryExtension,
-            CodedErrors,
-        ],
-        config=StrawberryConfig(scalar_map=SCALARS),
-    )
+MAX_ALIASES = 30
+
+
+class ConsoleSchema(strawberry.Schema):
+    """The schema, logging only errors titan did not raise on purpose (a refused token or role is
+    an answer, not an incident: logging each would let anyone flood the log)."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        for error in errors:
+            if not isinstance(error.original_error, ConsoleError) and error.original_error is not None:
+                super().process_errors([error], execution_context)
+
+
+def build_schema(*, production: bool = True) -> strawberry.Schema:
+    """The schema, with limits on depth, size, aliases, rows and actions per document (a hostile
+    query costs little); in production without introspection."""
+    extensions: list[Any] = [
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: AddValidationRules([OneActionPerMutation, RowBudget]),
+        OpenTelemetryExtension,
+        CodedErrors,
+    ]
+    if production:
+        extensions.insert(0, DisableIntrospection)
+    return ConsoleSchema(query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions, config=StrawberryConfig(scalar_map=SCALARS))
 
 
 def sdl() -> str:
     """The schema in SDL, as committed."""
-    return build_schema().as_str() + "\n"
+    return build_schema(production=False).as_str() + "\n"
