@@ -65,6 +65,7 @@ def console_cmd(
     from infra.cli.common import open_or_fail
     from infra.core import load_core
 
+    _require_existing(settings)
     core = load_core(settings.core)
     store = open_or_fail(settings, create=True)
     try:
@@ -83,6 +84,19 @@ def console_cmd(
     finally:
         store.close()
     raise typer.Exit(code)
+
+
+def _require_existing(settings: Settings) -> None:
+    """The console opens a ledger, never makes one: a mistyped path must not show an empty desk
+    that accepts a halt."""
+    from infra.bootstrap import sqlite_path
+    from infra.read_models import is_postgres
+
+    if is_postgres(settings.ledger_url):
+        return
+    path = sqlite_path(settings.ledger_url)
+    if path == ":memory:" or not Path(path).is_file():
+        fail(f"no ledger at {settings.ledger_url}: give an existing ledger (or --demo to play one first)", EXIT_BAD_INPUT)
 
 
 def _play_demo(ledger: str | None) -> str:

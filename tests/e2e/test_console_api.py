@@ -454,3 +454,9 @@ def test_no_token_is_refused_before_the_body_is_read(world: ConsoleWorld) -> Non
     assert huge.status_code == 413
     introspection = world.gql("{ __schema { types { name } } }", role="viewer")
     assert introspection.status_code == 400
+
+
+def test_titan_console_never_makes_a_ledger(titan: Titan, tmp_path: Path) -> None:
+    result = titan("console", "--ledger", f"sqlite:///{tmp_path / 'typo.db'}", "--port", "0")
+    assert result.returncode == 2 and "no ledger at" in result.stderr
+    assert not (tmp_path / "typo.db").exists()
