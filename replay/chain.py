@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from commands.chain import CorruptRecord
 from commands.ports import Ledger, Record
-from schemas.canonical import GENESIS_HASH, canonical_bytes, record_hash
+from schemas.canonical import GENESIS_HASH, canonical_bytes, record_hash, sha256_hex
 
 # Stable codes of `ChainReport.code`; `titan ledger verify --json` prints them as they are.
 NOT_JSON: Final = "NOT_JSON"
@@ -190,7 +190,7 @@ class ChainVerifier:
                 f"prev_hash at position {position} is not the hash of the record before it "
                 f"(position {self.last_position})",
             )
-        recomputed = record_hash(envelope)
+        recomputed = stored_hash(record.state, envelope)
         if envelope.get("hash") != recomputed:
             return finding(
                 HASH_MISMATCH,
@@ -239,6 +239,38 @@ class ChainVerifier:
             f"position={found[0]} hash={found[1]} count={found[2]}",
             message,
         )
+
+
+def stored_body(state: bytes, claimed_hash: object) -> bytes | None:
+    """What `record_hash` hashes, cut out of a canonical state's stored bytes: the state without
+    its top-level `hash` member (and the comma beside it), or None when that member cannot be
+    told apart here (then hash the decoded envelope instead).
+
+    `state` must be the canonical JSON of an envelope whose `hash` is `claimed_hash`. In JSON a
+    string never holds an unescaped quote, so each occurrence of the bytes `"hash":"<hash>"` is a
+    `hash` member of some object with that very value; when there is exactly one, it is the
+    top-level member, and the canonical encoding of the envelope without it is the bytes around it.
+    """
+    if not isinstance(claimed_hash, str):
+        return None
+    member = b'"hash":' + canonical_bytes(claimed_hash)
+    at = state.find(member)
+    if at <= 0 or state.rfind(member) != at:
+        return None
+    end = at + len(member)
+    before = state[at - 1 : at]
+    if before == b",":
+        return state[: at - 1] + state[end:]
+    if before == b"{":
+        return state[:at] + state[end + 1 :] if state[end : end + 1] == b"," else state[:at] + state[end:]
+    return None
+
+
+def stored_hash(state: bytes, envelope: dict[str, Any]) -> str:
+    """`record_hash(envelope)` for a state that is the canonical JSON of `envelope`, hashed over the
+    stored bytes (no second encoding) whenever `stored_body` can cut the hash out of them."""
+    body = stored_body(state, envelope.get("hash"))
+    return record_hash(envelope) if body is None else sha256_hex(body)
 
 
 _ROW_COLUMN: Final = {

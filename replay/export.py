@@ -220,85 +220,105 @@ def out_of_range(record: Record) -> list[dict[str, Any]]:
     return found
 
 
+def record_values(record: Record) -> tuple[Any, ...]:
+    """One row of records.parquet, its values in RECORDS_SCHEMA's order."""
+    e = record.envelope
+    get = e.get
+    ts_ns = _int(get("ts_ns"))
+    return (
+        record.position,
+        record.stream_id,
+        record.version,
+        record.type,
+        _text(get("event_id")),
+        ts_ns,
+        None if ts_ns is None else ts_ns // 1000,
+        _text(get("command_id")),
+        _text(get("correlation_id")),
+        _text(get("causation_id")),
+        _text(get("intent_id")),
+        _int(get("phase_id")),
+        _text(get("actor")),
+        _text(get("policy_hash")),
+        _json(get("data")),
+        _text(get("prev_hash")),
+        _text(get("hash")),
+    )
+
+
 def record_row(record: Record) -> dict[str, Any]:
     """One row of records.parquet."""
+    return dict(zip(RECORDS_SCHEMA.names, record_values(record), strict=True))
+
+
+def command_values(record: Record) -> tuple[Any, ...]:
+    """One row of commands.parquet, its values in COMMANDS_SCHEMA's order."""
     e = record.envelope
-    return {
-        "position": record.position,
-        "stream_id": record.stream_id,
-        "version": record.version,
-        "type": record.type,
-        "event_id": _text(e.get("event_id")),
-        "ts_ns": _int(e.get("ts_ns")),
-        "ts": _micros(e.get("ts_ns")),
-        "command_id": _text(e.get("command_id")),
-        "correlation_id": _text(e.get("correlation_id")),
-        "causation_id": _text(e.get("causation_id")),
-        "intent_id": _text(e.get("intent_id")),
-        "phase_id": _int(e.get("phase_id")),
-        "actor": _text(e.get("actor")),
-        "policy_hash": _text(e.get("policy_hash")),
-        "data": _json(e.get("data")),
-        "prev_hash": _text(e.get("prev_hash")),
-        "hash": _text(e.get("hash")),
-    }
+    data = e.get("data") or {}
+    command = data.get("command") or {}
+    ts_ns = _int(e.get("ts_ns"))
+    return (
+        record.position,
+        _text(e.get("command_id")),
+        _text(command.get("type")),
+        _text(command.get("account_id")),
+        ts_ns,
+        None if ts_ns is None else ts_ns // 1000,
+        _int(command.get("issued_ts_ns")),
+        _text(e.get("actor")),
+        _text(e.get("correlation_id")),
+        _text(command.get("causation_id")),
+        _text(e.get("intent_id")),
+        _int(e.get("phase_id")),
+        _text(command.get("policy_hash")),
+        _text(e.get("policy_hash")),
+        _text(data.get("outcome")),
+        _text(data.get("reason")),
+        [str(i) for i in data.get("event_ids") or []],
+        [str(t) for t in data.get("event_types") or []],
+        _json(command),
+        _text(e.get("hash")),
+    )
 
 
 def command_row(record: Record) -> dict[str, Any]:
     """One row of commands.parquet."""
-    e = record.envelope
-    data = e.get("data") or {}
-    command = data.get("command") or {}
-    return {
-        "position": record.position,
-        "command_id": _text(e.get("command_id")),
-        "command_type": _text(command.get("type")),
-        "account_id": _text(command.get("account_id")),
-        "ts_ns": _int(e.get("ts_ns")),
-        "ts": _micros(e.get("ts_ns")),
-        "issued_ts_ns": _int(command.get("issued_ts_ns")),
-        "actor": _text(e.get("actor")),
-        "correlation_id": _text(e.get("correlation_id")),
-        "causation_id": _text(command.get("causation_id")),
-        "intent_id": _text(e.get("intent_id")),
-        "phase_id": _int(e.get("phase_id")),
-        "carried_policy_hash": _text(command.get("policy_hash")),
-        "active_policy_hash": _text(e.get("policy_hash")),
-        "outcome": _text(data.get("outcome")),
-        "reason": _text(data.get("reason")),
-        "event_ids": [str(i) for i in data.get("event_ids") or []],
-        "event_types": [str(t) for t in data.get("event_types") or []],
-        "command": _json(command),
-        "hash": _text(e.get("hash")),
-    }
+    return dict(zip(COMMANDS_SCHEMA.names, command_values(record), strict=True))
+
+
+def _fits(value: Any) -> bool:
+    """Whether `out_of_range` would pass over this envelope value (not an integer beyond int64)."""
+    return value.__class__ is not int or _INT64[0] <= value <= _INT64[1]
 
 
 class _Sink:
-    """A Parquet file written batch by batch, from columns (cheaper than rows of dicts)."""
+    """A Parquet file written batch by batch: rows kept as tuples, turned into columns (one
+    transposition) and Arrow arrays at each flush (cheaper than rows of dicts)."""
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path = path
         self.schema = schema
         self.names = [f.name for f in schema]
         self.rows = 0
-        self._pending = 0
-        self._columns: list[list[Any]] = [[] for _ in self.names]
+        self._pending: list[tuple[Any, ...]] = []
         self._writer = pq.ParquetWriter(path, schema, compression=COMPRESSION)
 
     def add(self, row: dict[str, Any]) -> None:
-        for column, name in zip(self._columns, self.names, strict=True):
-            column.append(row[name])
-        self._pending += 1
-        if self._pending >= BATCH_ROWS:
+        self.add_values(tuple(row[name] for name in self.names))
+
+    def add_values(self, values: tuple[Any, ...]) -> None:
+        """Add one row, its values in the schema's order."""
+        self._pending.append(values)
+        if len(self._pending) >= BATCH_ROWS:
             self.flush()
 
     def flush(self) -> None:
         if self._pending:
-            arrays = [pa.array(column, type=field.type) for column, field in zip(self._columns, self.schema, strict=True)]
+            columns = zip(*self._pending, strict=True)
+            arrays = [pa.array(column, type=field.type) for column, field in zip(columns, self.schema, strict=True)]
             self._writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
-            self.rows += self._pending
-            self._pending = 0
-            self._columns = [[] for _ in self.names]
+            self.rows += len(self._pending)
+            self._pending = []
 
     def close(self) -> None:
         self.flush()
@@ -473,11 +493,14 @@ def export_ledger(
                     break  # appended after the export began: the export is of the anchored head
                 if not verifier.check(record):
                     break
-                records.add(record_row(record))
+                records.add_values(record_values(record))
                 types[record.type] = types.get(record.type, 0) + 1
-                if record.type == COMMAND_RECORDED and record.stream_id.startswith(COMMAND_PREFIX):
-                    commands.add(command_row(record))
-                overflow.extend(out_of_range(record))
+                if record.type == COMMAND_RECORDED:
+                    if record.stream_id.startswith(COMMAND_PREFIX):
+                        commands.add_values(command_values(record))
+                    overflow.extend(out_of_range(record))
+                elif not (_fits(record.envelope.get("ts_ns")) and _fits(record.envelope.get("phase_id"))):
+                    overflow.extend(out_of_range(record))
                 if progress is not None and verifier.records_checked % 5000 == 0:
                     progress(verifier.records_checked)
         except CorruptRecord as error:

@@ -20,11 +20,16 @@ record that names them arrives; any left over at the end were produced by no rec
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, cast
 
+import orjson
 from pydantic import ValidationError
 
 from commands.chain import CorruptRecord, seal
@@ -33,8 +38,9 @@ from commands.handlers import decide_records
 from commands.ports import Ledger, NewRecord, Record
 from commands.translate import InvalidCommand
 from schemas import commands as wire
+from schemas.canonical import canonical_bytes
 
-from .chain import ChainReport, ChainVerifier
+from .chain import ChainReport, ChainVerifier, stored_body
 from .cores import CoreSlot
 from .diff import FieldDiff, diff_values
 from .projections_hook import ReadSide, check_projections
@@ -205,16 +211,28 @@ def _recorded_outcome(command_record: Record) -> tuple[str | None, str | None]:
 
 
 def _compare(produced: NewRecord, recorded: Record) -> list[FieldDiff]:
-    """Seal a produced record onto the recorded chain and diff it with the recorded envelope.
+    """Compare a produced record, chained onto the recorded one's `prev_hash`, with the recorded
+    record; diff them field by field only when they differ.
 
-    The chain verifier has already checked that the recorded hash is the hash of the recorded
-    envelope, so equal hashes mean byte-identical canonical envelopes; only a difference is
-    worth a field-by-field diff.
+    The chain verifier has already checked that the recorded state is canonical and that the
+    recorded hash is the hash of the state without its `hash` member: so the produced record is
+    the recorded one exactly when its canonical encoding (with the recorded `prev_hash`) is those
+    stored bytes, and no sealing is needed to tell. When the stored bytes cannot be cut that way,
+    or on a difference, the produced record is sealed and compared as a whole, as before.
     """
-    sealed = seal(produced.envelope, recorded.envelope.get("prev_hash", ""))
-    if sealed["hash"] == recorded.envelope.get("hash"):
+    recorded_envelope = recorded.envelope
+    envelope = produced.envelope
+    body = stored_body(recorded.state, recorded_envelope.get("hash"))
+    prev_hash = recorded_envelope.get("prev_hash", "")
+    if body is not None and "prev_hash" not in envelope and "hash" not in envelope:
+        chained = dict(envelope)
+        chained["prev_hash"] = prev_hash
+        if canonical_bytes(chained) == body:
+            return []
+    sealed = seal(envelope, prev_hash)
+    if sealed["hash"] == recorded_envelope.get("hash"):
         return []
-    return diff_values(recorded.envelope, sealed)
+    return diff_values(recorded_envelope, sealed)
 
 
 class GateRun:
@@ -228,9 +246,29 @@ class GateRun:
         self.report = ReplayReport(cores=slots)
         self.pending: dict[str, Record] = {}
         self.accounts: set[str] = set()
+        self.remote: _RemoteCore | None = None
+        self.dispatched = 0
+        """Commands handed to the remote core so far (the index of the next one)."""
+        self.divergence_key = 0
+        """`dispatched` when this process found its divergence: a remote one before it wins."""
+        self.restored: tuple[int, int, int] | None = None
+        """The counts (commands, events, accounts) as they stood at a remote divergence."""
 
-    def run(self, batch: int) -> ReplayReport:
+    def run(self, batch: int, *, second_process: bool = False) -> ReplayReport:
         began = time.perf_counter()
+        if second_process and len(self.replayers) == 2:
+            # The last core (the interpreted one) re-decides in a process of its own: `_RemoteCore`.
+            self.remote = _RemoteCore.start(self.replayers.pop())
+        try:
+            self._run(batch)
+        finally:
+            if self.remote is not None:
+                self._finish_remote()
+        self.report.accounts = len(self.accounts) if self.restored is None else self.restored[2]
+        self.report.elapsed_s = time.perf_counter() - began
+        return self.report
+
+    def _run(self, batch: int) -> None:
         verifier = FlatChainVerifier(self.ledger.head())
         after = 0
         while True:
@@ -245,6 +283,8 @@ class GateRun:
         chain = verifier.finish()
         self.report.chain = chain
         self.report.chain_broken = not chain.ok
+        if self.remote is not None:
+            self._finish_remote()
         if self.report.divergence is None and not self.report.chain_broken and self.pending:
             first = min(self.pending.values(), key=lambda r: r.position)
             self._diverge(
@@ -255,9 +295,24 @@ class GateRun:
                 event_id=first.envelope.get("event_id"),
                 recorded_type=first.type,
             )
-        self.report.accounts = len(self.accounts)
-        self.report.elapsed_s = time.perf_counter() - began
-        return self.report
+
+    def _finish_remote(self) -> None:
+        """Wait for the remote core; its divergence wins when it comes at an earlier command."""
+        remote = self.remote
+        assert remote is not None
+        self.remote = None
+        found = remote.finish()
+        if found is None:
+            return
+        index, divergence, counts = found
+        if self.report.divergence is not None and self.divergence_key <= index:
+            return
+        self._take_remote(divergence, counts)
+
+    def _take_remote(self, divergence: Divergence, counts: tuple[int, int, int]) -> None:
+        self.report.divergence = divergence
+        self.restored = counts
+        self.report.commands, self.report.events = counts[0], counts[1]
 
     def _stream(self, verifier: FlatChainVerifier, after: int, batch: int) -> int:
         try:
@@ -341,9 +396,26 @@ class GateRun:
         recorded.append(command_record)
         self.report.commands += 1
         self.report.events += len(recorded) - 1
+        if self.remote is not None:
+            found = self.remote.poll()  # only commands before this one were dispatched
+            if found is not None:
+                self._remote_diverged(*found)
+                return
+            counts = (self.report.commands, self.report.events, len(self.accounts))
+            self.remote.send(self.dispatched, context, recorded, counts)
+            self.dispatched += 1
         for replayer in self.replayers:
             if not self._check_core(replayer, command, recorded, context):
                 return
+
+    def _remote_diverged(self, index: int, divergence: Divergence, counts: tuple[int, int, int]) -> None:
+        """The remote core diverged at command `index`, before anything this process found (it
+        stops dispatching at its own divergence): that is the gate's first divergence."""
+        remote = self.remote
+        assert remote is not None
+        self.remote = None
+        remote.finish()
+        self._take_remote(divergence, counts)
 
     def _check_core(
         self, replayer: _Replayer, command: wire.AnyCommand, recorded: list[Record], context: dict[str, Any]
@@ -430,6 +502,155 @@ class GateRun:
     def _diverge(self, kind: str, message: str, **fields: Any) -> None:
         if self.report.divergence is None:
             self.report.divergence = Divergence(kind=kind, message=message, **fields)
+            # A core of this process diverging at the command just dispatched comes first there
+            # (the cores are checked in order); anything else comes after every dispatched one.
+            core = fields.get("core")
+            self.divergence_key = self.dispatched - 1 if core is not None and self.remote is not None else self.dispatched
+
+
+REMOTE_CHUNK: Final = 256
+"""Commands per message to the remote core."""
+REMOTE_IN_FLIGHT: Final = 8
+"""Chunks the remote core may lag behind before this process waits for it (bounds memory)."""
+
+_Row = tuple[int, str, int, str, bytes]
+_Chunk = list[tuple[int, dict[str, Any], list[_Row]]]
+Found = tuple[int, Divergence, tuple[int, int, int]]
+
+
+class RemoteCoreFailed(RuntimeError):
+    """The process re-deciding with the second core stopped without an answer."""
+
+
+class _RemoteCore:
+    """The second core, re-deciding in a forked process of its own (docs/replay.md, "Memory and speed").
+
+    This process sends it every command it re-decides, with the recorded records' stored bytes,
+    in chunks, at most REMOTE_IN_FLIGHT of them ahead; it answers each chunk, or names the first
+    command it diverges on (then ignores the rest). The counts as they stood when each command was
+    sent are kept until its chunk is answered, to report the gate as if it had stopped there.
+    """
+
+    def __init__(self, process: Any, outbox: Any, conn: Any) -> None:
+        self.process = process
+        self.outbox = outbox
+        """Chunks to the remote core, through a queue whose feeder thread writes the pipe: a
+        chunk bigger than the pipe's buffer must not hold this process while the other works."""
+        self.conn = conn
+        self.chunk: _Chunk = []
+        self.counts: deque[tuple[int, tuple[int, int, int]]] = deque()
+        self.in_flight = 0
+        self.found: Found | None = None
+        self.finished = False
+
+    @classmethod
+    def start(cls, replayer: _Replayer) -> _RemoteCore:
+        context = multiprocessing.get_context("fork")
+        outbox = context.Queue()
+        ours, theirs = context.Pipe(duplex=False)
+        process = context.Process(target=_remote_main, args=(outbox, theirs, replayer), daemon=True, name="titan-replay-core")
+        process.start()
+        theirs.close()
+        return cls(process, outbox, ours)
+
+    def send(self, index: int, context: dict[str, Any], recorded: list[Record], counts: tuple[int, int, int]) -> None:
+        rows = [(r.position, r.stream_id, r.version, r.type, r.state) for r in recorded]
+        self.chunk.append((index, context, rows))
+        self.counts.append((index, counts))
+        if len(self.chunk) >= REMOTE_CHUNK:
+            self._flush()
+
+    def poll(self) -> Found | None:
+        """The remote divergence, if it has reported one (without waiting)."""
+        while self.found is None and self.in_flight and self.conn.poll():
+            self._receive()
+        return self.found
+
+    def finish(self) -> Found | None:
+        """Send what is left, wait for every answer and the end of the process."""
+        if self.finished:
+            return self.found
+        self.finished = True
+        try:
+            if self.found is None:
+                self._flush()
+            self.outbox.put(None)
+            while self._receive() != "done":
+                pass
+        finally:
+            self.conn.close()
+            self.outbox.close()
+            self.process.join()
+            self.outbox.join_thread()
+        return self.found
+
+    def _flush(self) -> None:
+        if self.chunk:
+            self.outbox.put(self.chunk)
+            self.chunk = []
+            self.in_flight += 1
+        while self.found is None and self.in_flight > REMOTE_IN_FLIGHT:
+            self._receive()
+
+    def _receive(self) -> str:
+        try:
+            message = self.conn.recv()
+        except EOFError:
+            raise RemoteCoreFailed(
+                f"the process re-deciding with the second core ended without an answer (exit code {self.process.exitcode})"
+            ) from None
+        kind = message[0]
+        if kind == "ok":
+            self.in_flight -= 1
+            while self.counts and self.counts[0][0] <= message[1]:
+                self.counts.popleft()
+        elif kind == "diverged":
+            index, divergence = message[1], message[2]
+            while self.counts[0][0] < index:
+                self.counts.popleft()
+            if self.found is None:
+                self.found = (index, divergence, self.counts[0][1])
+        elif kind == "failed":
+            raise RemoteCoreFailed(f"the process re-deciding with the second core failed: {message[1]}")
+        return str(kind)
+
+
+def _remote_main(inbox: Any, conn: Any, replayer: _Replayer) -> None:
+    """The remote core's process: re-decide every command it is sent, as `GateRun._check_core`."""
+    gate = GateRun(cast(Ledger, None), [], None)
+    diverged = False
+    try:
+        while True:
+            chunk: _Chunk | None = inbox.get()
+            if chunk is None:
+                break
+            if diverged:
+                continue
+            for index, context, rows in chunk:
+                recorded = [Record(p, stream_id, v, t, orjson.loads(state), state) for p, stream_id, v, t, state in rows]
+                data = recorded[-1].envelope.get("data") or {}
+                command = wire.parse_recorded_command(data.get("command"))
+                if not gate._check_core(replayer, command, recorded, context):
+                    conn.send(("diverged", index, gate.report.divergence))
+                    diverged = True
+                    break
+            else:
+                conn.send(("ok", chunk[-1][0]))
+    except BaseException as error:  # noqa: BLE001 - reported to the gate, which raises it
+        conn.send(("failed", f"{type(error).__name__}: {error}"))
+        return
+    conn.send(("done",))
+
+
+def second_process_available() -> bool:
+    """Whether the second core can re-decide in a process of its own: two CPUs, fork, and no
+    other thread alive (a fork copies only this thread: a lock another thread held — a
+    PostgreSQL ledger's loop thread, a logging handler — would stay locked in the child)."""
+    return (
+        (os.cpu_count() or 1) >= 2
+        and "fork" in multiprocessing.get_all_start_methods()
+        and threading.active_count() == 1
+    )
 
 
 def verify_replay(
@@ -439,10 +660,15 @@ def verify_replay(
     progress: ProgressFn | None = None,
     batch: int = 1000,
     read_side: ReadSide | None = None,
+    second_process: bool | None = None,
 ) -> ReplayReport:
     """Re-decide every recorded command with each core and compare with the ledger; then, given
-    a read side, rebuild every projection and compare digests."""
-    report = GateRun(ledger, list(cores), progress).run(batch)
+    a read side, rebuild every projection and compare digests. With two cores, the second runs
+    in a process of its own when `second_process` (default: when `second_process_available()`);
+    the report is the same either way."""
+    if second_process is None:
+        second_process = second_process_available()
+    report = GateRun(ledger, list(cores), progress).run(batch, second_process=second_process)
     if read_side is not None and report.ok:
         report.projections = check_projections(ledger, read_side)
         if report.projections.get("ok") is False:

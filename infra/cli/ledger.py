@@ -74,6 +74,7 @@ def ledger_verify(
         print_checkpoint_report,
     )
     from infra.cli.relay import mirror_report, print_mirror_report
+    from infra.collector import tuned_for_pass
     from replay.chain import verify_ledger
 
     if checkpoint_log is not None and not checkpoints:
@@ -81,7 +82,8 @@ def ledger_verify(
     settings = _settings(ledger)
     store = _open(settings, create=False)
     try:
-        report = verify_ledger(store)
+        with tuned_for_pass():
+            report = verify_ledger(store)
         anchored = check_checkpoints(store, settings, checkpoint_log) if checkpoints else None
         mirrored = mirror_report(store, settings) if mirror else None
         file: Path | None = log_for(settings, checkpoint_log) if checkpoints else None

@@ -238,6 +238,7 @@ def replay_verify_cmd(
     """The determinism gate: re-decide every recorded command with the compiled and the
     interpreted core and compare every record, field by field and hash by hash; then rebuild
     every projection and compare digests."""
+    from infra.collector import tuned_for_pass
     from infra.core import load_cores
     from replay.cores import CORE_CHOICES, CoreChoice
     from replay.verify import verify_replay
@@ -250,7 +251,7 @@ def replay_verify_cmd(
         fail(f"--core compiled: {error}", EXIT_UNREACHABLE)
     url, store = _ledger(ledger, ctx)
     try:
-        with _progress("re-deciding", store.head()[2], not as_json) as progress:
+        with _progress("re-deciding", store.head()[2], not as_json) as progress, tuned_for_pass():
             report = verify_replay(store, slots, progress=progress, read_side=READ_SIDE if projections else None)
     except LedgerError as error:
         fail(str(error), EXIT_BAD_INPUT)
@@ -525,6 +526,7 @@ def ledger_export_cmd(
 ) -> None:
     """Export the ledger to Parquet (records, commands, read models) with a manifest."""
     from adapters.sqlite.ledger import LEDGER_FORMAT
+    from infra.collector import tuned_for_pass
     from replay.export import ChainBroken, ExportError, check_out_dir, export_ledger
 
     try:
@@ -533,7 +535,7 @@ def ledger_export_cmd(
         fail(str(error), EXIT_BAD_INPUT)
     url, store = _ledger(ledger)
     try:
-        with _progress("exporting", store.head()[2], not as_json) as progress:
+        with _progress("exporting", store.head()[2], not as_json) as progress, tuned_for_pass():
             result = export_ledger(
                 store, out_dir, titan_version=titan_version(), progress=progress, ledger_format=LEDGER_FORMAT, read_side=READ_SIDE
             )

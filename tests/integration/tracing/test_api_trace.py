@@ -21,7 +21,9 @@ from commands.writer import GroupCommitBus
 from infra.console import DlqActions, ServeCommands, open_console
 from infra.core import load_core
 from infra.settings import Settings
+from infra.submit import default_policy, init_id
 from infra.writers import lease_store
+from schemas import commands as wire
 
 from .tracing_support import install_provider, provider_restored
 
@@ -43,6 +45,9 @@ def test_a_console_halt_traces_through_decide_and_append(tmp_path: Path) -> None
     with provider_restored():
         install_provider(provider)
         with TestClient(app) as client:
+            assert client.portal is not None
+            initial = wire.ActivatePolicy(command_id=init_id("traced"), account_id="traced", ts_ns=0, actor="titan-init", policy=default_policy())
+            client.portal.call(bus.handle, initial)
             response = client.post(
                 "/graphql",
                 json={"query": 'mutation { halt(account: "traced", reason: "trace it") { outcome commandId } }'},
@@ -50,6 +55,7 @@ def test_a_console_halt_traces_through_decide_and_append(tmp_path: Path) -> None
             )
             assert response.status_code == 200, response.text
             command_id = response.json()["data"]["halt"]["commandId"]
+            assert client.portal is not None
             client.portal.call(bus.stop)
     asyncio.run(opened.close())
     ledger.close()
@@ -62,5 +68,6 @@ def test_a_console_halt_traces_through_decide_and_append(tmp_path: Path) -> None
     for name in ("titan.decide", "titan.append"):
         span = by_name[name]
         assert span.context.trace_id == trace_id, f"{name} is not in the mutation's trace"
-        assert span.attributes["titan.command_id"] == command_id
-        assert span.attributes["titan.account_id"] == "traced"
+        attributes = dict(span.attributes or {})
+        assert attributes["titan.command_id"] == command_id
+        assert attributes["titan.account_id"] == "traced"
