@@ -32,6 +32,7 @@ from .model import (
     State,
     TruthReading,
     VenueQuality,
+    WindowSum,
 )
 from .numbers import (
     BPS,
@@ -189,47 +190,64 @@ def truth_for_venue(brain: Brain, truth: TruthPolicy, venue: str, ts_ns: int) ->
 
 
 def _window(
-    samples: tuple[int, ...], times: tuple[int, ...], sample: int, ts_ns: int, size: int
-) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """A window with one more sample, keeping the last `size`."""
+    samples: tuple[int, ...], times: tuple[int, ...], summed: WindowSum, sample: int, ts_ns: int, size: int
+) -> tuple[tuple[int, ...], tuple[int, ...], WindowSum]:
+    """A window with one more sample, keeping the last `size`, and its sum (kept up to date
+    with what enters and leaves, not recounted)."""
     added = samples + (sample,)
     added_times = times + (ts_ns,)
+    total = summed.total + sample
+    ordered = summed.ordered and (len(times) == 0 or ts_ns >= times[len(times) - 1])
     if len(added) > size:
-        return added[len(added) - size :], added_times[len(added_times) - size :]
-    return added, added_times
+        dropped = len(added) - size
+        for i in range(dropped):
+            total -= added[i]
+        return added[dropped:], added_times[dropped:], WindowSum(total, ordered)
+    return added, added_times, WindowSum(total, ordered)
 
 
-def mean(samples: tuple[int, ...]) -> int:
-    """Integer mean (floor), 0 for no samples."""
-    if not samples:
-        return 0
-    total = 0
-    for sample in samples:
-        total += sample
-    return total // len(samples)
+def _all_recent(times: tuple[int, ...], summed: WindowSum, start: int) -> bool:
+    """Whether every sample of a window was taken after `start` (known without a pass when the
+    times are in order)."""
+    return len(times) == 0 or (summed.ordered and times[0] > start)
 
 
-def recent(samples: tuple[int, ...], times: tuple[int, ...], ts_ns: int, window_ms: int) -> tuple[int, ...]:
-    """The samples taken within window_ms before ts_ns."""
-    start = ts_ns - window_ms * NS_PER_MS
-    kept: list[int] = []
-    for i in range(len(samples)):
-        if times[i] > start:
-            kept.append(samples[i])
-    return tuple(kept)
+NO_SAMPLES: Final = VenueQuality(VENUE_OK, (), (), (), ())
+"""The quality record of a venue never measured."""
 
 
 def venue_quality(brain: Brain, venue: str) -> VenueQuality:
     """A venue's quality record (OK and empty when never measured)."""
     found = brain.venues.get(venue)
-    return found if found is not None else VenueQuality(VENUE_OK, (), (), (), ())
+    return found if found is not None else NO_SAMPLES
+
+
+
+def _recent_total(samples: tuple[int, ...], times: tuple[int, ...], start: int) -> tuple[int, int]:
+    """Sum and count of the samples taken after `start` (what `recent` keeps, without a copy)."""
+    total = 0
+    count = 0
+    for i in range(len(samples)):
+        if times[i] > start:
+            total += samples[i]
+            count += 1
+    return total, count
 
 
 def venue_means(policy: VenueQualityPolicy, quality: VenueQuality, ts_ns: int) -> tuple[int, int, int]:
     """Mean ack latency (ms), mean slippage (bps) and sample count of the window at ts_ns."""
-    latencies = recent(quality.ack_latency_ms, quality.ack_ts_ns, ts_ns, policy.window_ms)
-    slippages = recent(quality.slippage_bps, quality.slippage_ts_ns, ts_ns, policy.window_ms)
-    return mean(latencies), mean(slippages), max(len(latencies), len(slippages))
+    start = ts_ns - policy.window_ms * NS_PER_MS
+    if _all_recent(quality.ack_ts_ns, quality.ack_sum, start):
+        latency_total, latencies = quality.ack_sum.total, len(quality.ack_latency_ms)
+    else:
+        latency_total, latencies = _recent_total(quality.ack_latency_ms, quality.ack_ts_ns, start)
+    if _all_recent(quality.slippage_ts_ns, quality.slippage_sum, start):
+        slippage_total, slippages = quality.slippage_sum.total, len(quality.slippage_bps)
+    else:
+        slippage_total, slippages = _recent_total(quality.slippage_bps, quality.slippage_ts_ns, start)
+    latency = latency_total // latencies if latencies > 0 else 0
+    slippage = slippage_total // slippages if slippages > 0 else 0
+    return latency, slippage, max(latencies, slippages)
 
 
 def venue_status(policy: VenueQualityPolicy, quality: VenueQuality, ts_ns: int) -> str:
@@ -329,6 +347,43 @@ def triggers(brain: Brain, risk: RiskPolicy) -> list[Trigger]:
     return active
 
 
+def worst_level(brain: Brain, risk: RiskPolicy) -> str:
+    """The highest level any active trigger calls for ("" when none is active): what `triggers`
+    decides, without building the values it records (they are built only for a transition)."""
+    rank = 0
+    truth = risk.truth
+    if truth is not None and brain.truth:
+        lowest = 101
+        for reading in brain.truth.values():
+            lowest = min(lowest, reading.score)
+        if lowest < truth.halt_below:
+            return HALTED
+        if lowest < truth.defensive_below:
+            rank = 1
+    tail = risk.tail
+    if tail is not None and rank < 1:
+        for exponent in brain.tail_exponents.values():
+            if exponent < tail.min_tail_exponent:
+                rank = 1
+                break
+    if risk.venue_quality is not None and rank < 1:
+        for quality in brain.venues.values():
+            if quality.status == VENUE_HALTED:
+                rank = 1
+                break
+    budget = risk.budget
+    if budget is not None:
+        loss = -brain.day_pnl_money
+        if budget.daily_loss_limit_money > 0 and loss >= budget.daily_loss_limit_money:
+            rank = max(rank, level_rank(budget.daily_loss_breaker))
+        drawdown = drawdown_bps(brain)
+        if budget.max_drawdown_bps > 0 and drawdown >= budget.max_drawdown_bps:
+            rank = max(rank, level_rank(budget.drawdown_breaker))
+    if rank == 2:
+        return HALTED
+    return DEFENSIVE if rank == 1 else ""
+
+
 def trigger_summary(active: list[Trigger]) -> dict[str, str]:
     """Active triggers as a detail map: name -> level."""
     summary: dict[str, str] = {}
@@ -357,6 +412,11 @@ def breaker_step(brain: Brain, policy: Policy, ts_ns: int) -> Event | None:
     every trigger has been clear for the recovery time. HALTED waits for an operator's Resume."""
     breaker = policy.risk.breaker
     if breaker is None and brain.breaker != DEFENSIVE:
+        return None
+    level = worst_level(brain, policy.risk)
+    if level == "" and brain.breaker != DEFENSIVE:
+        return None
+    if level != "" and (breaker is None or level_rank(level) <= level_rank(brain.breaker)):
         return None
     active = triggers(brain, policy.risk)
     worst: Trigger | None = None
@@ -444,8 +504,12 @@ def advance_brain(b: Brain, state: State, event: Event) -> Brain:
             order = event.order
             quality = venue_quality(b, order.instrument.venue)
             sample = slippage_bps(order.side, order.reference_price_units, event.price_units)
-            slippages, times = _window(quality.slippage_bps, quality.slippage_ts_ns, sample, event.ts_ns, vq.window)
-            updated = VenueQuality(quality.status, quality.ack_latency_ms, quality.ack_ts_ns, slippages, times)
+            slippages, times, summed = _window(
+                quality.slippage_bps, quality.slippage_ts_ns, quality.slippage_sum, sample, event.ts_ns, vq.window
+            )
+            updated = VenueQuality(
+                quality.status, quality.ack_latency_ms, quality.ack_ts_ns, slippages, times, quality.ack_sum, summed
+            )
             venues = _with_venue(b, order.instrument.venue, updated)
         return Brain(
             b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, b.regime, b.tail_exponents, venues,
@@ -457,8 +521,12 @@ def advance_brain(b: Brain, state: State, event: Event) -> Brain:
         if vq is None or acked is None:
             return b
         quality = venue_quality(b, acked.instrument.venue)
-        latencies, times = _window(quality.ack_latency_ms, quality.ack_ts_ns, event.ack_latency_ms, event.ts_ns, vq.window)
-        updated = VenueQuality(quality.status, latencies, times, quality.slippage_bps, quality.slippage_ts_ns)
+        latencies, times, summed = _window(
+            quality.ack_latency_ms, quality.ack_ts_ns, quality.ack_sum, event.ack_latency_ms, event.ts_ns, vq.window
+        )
+        updated = VenueQuality(
+            quality.status, latencies, times, quality.slippage_bps, quality.slippage_ts_ns, summed, quality.slippage_sum
+        )
         return Brain(
             b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, b.regime, b.tail_exponents,
             _with_venue(b, acked.instrument.venue, updated), b.equity_known, b.equity_base_money,
@@ -480,7 +548,13 @@ def advance_brain(b: Brain, state: State, event: Event) -> Brain:
     if isinstance(event, VenueStatusChanged):
         quality = venue_quality(b, event.venue)
         updated = VenueQuality(
-            event.to_status, quality.ack_latency_ms, quality.ack_ts_ns, quality.slippage_bps, quality.slippage_ts_ns
+            event.to_status,
+            quality.ack_latency_ms,
+            quality.ack_ts_ns,
+            quality.slippage_bps,
+            quality.slippage_ts_ns,
+            quality.ack_sum,
+            quality.slippage_sum,
         )
         return Brain(
             b.breaker, b.breaker_since_ns, b.clear_since_ns, b.truth, b.regime, b.tail_exponents,
@@ -520,7 +594,7 @@ def track_clear(b: Brain, risk: RiskPolicy, ts_ns: int) -> Brain:
     """While DEFENSIVE, remember since when every trigger has been clear (hysteresis by time)."""
     if b.breaker != DEFENSIVE:
         return b
-    clear = not triggers(b, risk)
+    clear = worst_level(b, risk) == ""
     if clear and b.clear_since_ns == NO_CLEAR:
         since = ts_ns
     elif not clear and b.clear_since_ns != NO_CLEAR:

@@ -19,16 +19,13 @@ from .brain import (
     venue_quality,
 )
 from .commands import PlaceOrder
-from .events import FAIL, PASS, Check
+from .events import FAIL, MONEY, PASS, TEXT, Check, measured
 from .model import ARMED, BUY, LIMIT, VENUE_HALTED, Order, State
 from .numbers import (
     BPS,
     NS_PER_SECOND,
     div_ceil,
-    format_money,
     format_units,
-    is_decimal,
-    parse_units,
 )
 from .policy import PAPER_VENUE, Instrument, Policy
 from .risk_policy import HALTED, NORMAL, RATIO_DECIMALS, RiskPolicy
@@ -55,42 +52,47 @@ def _refuse(check: Check, reason: str) -> Priced:
 
 
 def read_numbers(cmd: PlaceOrder, instrument: Instrument, checks: list[Check]) -> Priced:
-    """Read quantity, price and reference price exactly at the instrument's tick and step."""
-    step = format_units(instrument.step_units, instrument.qty_decimals)
-    tick = format_units(instrument.tick_units, instrument.price_decimals)
-    if not is_decimal(cmd.quantity) or cmd.quantity.startswith("-"):
+    """Take quantity, price and reference price (read at the edge) to the instrument's tick and step."""
+    qty_decimals = instrument.qty_decimals
+    price_decimals = instrument.price_decimals
+    quantity = cmd.quantity_number
+    if not quantity.valid or quantity.negative:
         return _refuse(Check("quantity", cmd.quantity, "a positive decimal", FAIL), reasons.INVALID_QUANTITY)
-    qty = parse_units(cmd.quantity, instrument.qty_decimals)
-    if qty.units <= 0 and qty.ok:
+    qty_ok, qty_units = quantity.at(qty_decimals)
+    if qty_units <= 0 and qty_ok:
         return _refuse(Check("quantity", cmd.quantity, "a positive decimal", FAIL), reasons.INVALID_QUANTITY)
-    on_step = qty.ok and qty.units % instrument.step_units == 0
-    step_check = Check("quantity_step", cmd.quantity, step, verdict(on_step))
+    on_step = qty_ok and qty_units % instrument.step_units == 0
+    step_check = Check("quantity_step", cmd.quantity, "", verdict(on_step), 0, TEXT, instrument.step_units, qty_decimals)
     checks.append(step_check)
     if not on_step:
         return _refuse(step_check, reasons.QUANTITY_OFF_STEP)
-    reference = parse_units(cmd.reference_price, instrument.price_decimals)
-    if not is_decimal(cmd.reference_price) or not reference.ok or reference.units <= 0:
-        limit = "a positive decimal with at most " + str(instrument.price_decimals) + " decimals"
+    reference_ok, reference_units = cmd.reference_price_number.at(price_decimals)
+    if not reference_ok or reference_units <= 0:
+        limit = "a positive decimal with at most " + str(price_decimals) + " decimals"
         return _refuse(Check("reference_price", cmd.reference_price, limit, FAIL), reasons.INVALID_PRICE)
     if cmd.order_type != LIMIT:
-        return Priced(None, "", qty.units, reference.units, reference.units)
-    if not is_decimal(cmd.price) or cmd.price.startswith("-"):
+        return Priced(None, "", qty_units, reference_units, reference_units)
+    price = cmd.price_number
+    if not price.valid or price.negative:
         return _refuse(Check("price", cmd.price, "a positive decimal", FAIL), reasons.INVALID_PRICE)
-    price = parse_units(cmd.price, instrument.price_decimals)
-    if price.units <= 0 and price.ok:
+    price_ok, price_units = price.at(price_decimals)
+    if price_units <= 0 and price_ok:
         return _refuse(Check("price", cmd.price, "a positive decimal", FAIL), reasons.INVALID_PRICE)
-    on_tick = price.ok and price.units % instrument.tick_units == 0
-    tick_check = Check("price_tick", cmd.price, tick, verdict(on_tick))
+    on_tick = price_ok and price_units % instrument.tick_units == 0
+    tick_check = Check("price_tick", cmd.price, "", verdict(on_tick), 0, TEXT, instrument.tick_units, price_decimals)
     checks.append(tick_check)
     if not on_tick:
         return _refuse(tick_check, reasons.PRICE_OFF_TICK)
-    return Priced(None, "", qty.units, price.units, reference.units)
+    return Priced(None, "", qty_units, price_units, reference_units)
+
+
+MODE_LIMIT: Final = "ARMED, or venue " + PAPER_VENUE
 
 
 def mode_check(state: State, instrument: Instrument) -> Check:
     """Live venues need an ARMED account; the paper venue trades either way."""
     ok = state.mode == ARMED or instrument.venue == PAPER_VENUE
-    return Check("mode", state.mode, "ARMED, or venue " + PAPER_VENUE, verdict(ok))
+    return Check("mode", state.mode, MODE_LIMIT, verdict(ok))
 
 
 def count_since(times_ns: tuple[int, ...], ts_ns: int) -> int:
@@ -140,85 +142,58 @@ def limit_checks(
     max_qty = instrument.max_order_qty_units * factor // BPS
     max_notional = policy.max_order_notional_money * factor // BPS
 
-    checks.append(
-        Check(
-            "max_order_qty",
-            format_units(qty, instrument.qty_decimals),
-            format_units(max_qty, instrument.qty_decimals),
-            verdict(qty <= max_qty),
-        )
-    )
+    qty_decimals = instrument.qty_decimals
+    checks.append(measured("max_order_qty", qty, qty_decimals, max_qty, qty_decimals, verdict(qty <= max_qty)))
     codes.append(reasons.MAX_ORDER_QTY)
 
     checks.append(
-        Check(
-            "max_order_notional",
-            format_money(notional),
-            format_money(max_notional),
-            verdict(notional <= max_notional),
-        )
+        measured("max_order_notional", notional, MONEY, max_notional, MONEY, verdict(notional <= max_notional))
     )
     codes.append(reasons.MAX_ORDER_NOTIONAL)
 
     deviation_bps = div_ceil(abs(price - priced.reference_units) * BPS, priced.reference_units)
-    checks.append(
-        Check(
-            "price_collar_bps",
-            str(deviation_bps),
-            str(policy.price_collar_bps),
-            verdict(deviation_bps <= policy.price_collar_bps),
-        )
-    )
+    collar = policy.price_collar_bps
+    checks.append(measured("price_collar_bps", deviation_bps, 0, collar, 0, verdict(deviation_bps <= collar)))
     codes.append(reasons.PRICE_COLLAR)
 
     projected = abs(position_qty + pending_same_side + signed)
     projected_notional = instrument.notional_money(price, projected)
+    position_limit = instrument.max_position_notional_money
     checks.append(
-        Check(
+        measured(
             "max_position_notional",
-            format_money(projected_notional),
-            format_money(instrument.max_position_notional_money),
-            verdict(projected_notional <= instrument.max_position_notional_money),
+            projected_notional,
+            MONEY,
+            position_limit,
+            MONEY,
+            verdict(projected_notional <= position_limit),
         )
     )
     codes.append(reasons.MAX_POSITION_NOTIONAL)
 
-    checks.append(
-        Check(
-            "max_gross_exposure",
-            format_money(gross),
-            format_money(policy.max_gross_exposure_money),
-            verdict(gross <= policy.max_gross_exposure_money),
-        )
-    )
+    gross_limit = policy.max_gross_exposure_money
+    checks.append(measured("max_gross_exposure", gross, MONEY, gross_limit, MONEY, verdict(gross <= gross_limit)))
     codes.append(reasons.MAX_GROSS_EXPOSURE)
 
     orders_in_window = count_since(state.order_times_ns, cmd.ts_ns) + 1
+    order_rate = policy.max_orders_per_second
     checks.append(
-        Check(
-            "orders_per_second",
-            str(orders_in_window),
-            str(policy.max_orders_per_second),
-            verdict(orders_in_window <= policy.max_orders_per_second),
-        )
+        measured("orders_per_second", orders_in_window, 0, order_rate, 0, verdict(orders_in_window <= order_rate))
     )
     codes.append(reasons.ORDER_RATE)
 
     messages_in_window = count_since(state.message_times_ns, cmd.ts_ns) + 1
+    message_rate = policy.max_messages_per_second
     checks.append(
-        Check(
-            "messages_per_second",
-            str(messages_in_window),
-            str(policy.max_messages_per_second),
-            verdict(messages_in_window <= policy.max_messages_per_second),
+        measured(
+            "messages_per_second", messages_in_window, 0, message_rate, 0, verdict(messages_in_window <= message_rate)
         )
     )
     codes.append(reasons.MESSAGE_RATE)
 
     open_after = len(state.open_orders) + 1
-    checks.append(
-        Check("open_orders", str(open_after), str(policy.max_open_orders), verdict(open_after <= policy.max_open_orders))
-    )
+    max_open = policy.max_open_orders
+    checks.append(measured("open_orders", open_after, 0, max_open, 0, verdict(open_after <= max_open)))
     codes.append(reasons.MAX_OPEN_ORDERS)
 
     if cmd.reduce_only:
@@ -228,9 +203,11 @@ def limit_checks(
         checks.append(
             Check(
                 "reduce_only",
-                format_units(position_qty, instrument.qty_decimals),
-                "an opposite position of at least " + format_units(needed, instrument.qty_decimals),
+                "",
+                "an opposite position of at least " + format_units(needed, qty_decimals),
                 verdict(reduces),
+                position_qty,
+                qty_decimals,
             )
         )
         codes.append(reasons.REDUCE_ONLY_WOULD_INCREASE)
@@ -263,9 +240,13 @@ def brain_checks(
     truth = risk.truth
     if truth is not None:
         score, stale = truth_for_venue(brain, truth, instrument.venue, cmd.ts_ns)
-        value = ("stale:" + str(score)) if stale and instrument.venue in brain.truth else ("none" if stale else str(score))
-        ok = reducing or (not stale and score >= truth.min_score_for_new_risk)
-        checks.append(Check("truth_score", value, str(truth.min_score_for_new_risk), verdict(ok)))
+        minimum = truth.min_score_for_new_risk
+        ok = reducing or (not stale and score >= minimum)
+        if not stale:
+            checks.append(measured("truth_score", score, 0, minimum, 0, verdict(ok)))
+        else:
+            value = ("stale:" + str(score)) if instrument.venue in brain.truth else "none"
+            checks.append(Check("truth_score", value, "", verdict(ok), 0, TEXT, minimum, 0))
         codes.append(reasons.TRUTH_SCORE_LOW)
     if risk.venue_quality is not None:
         status = venue_quality(brain, instrument.venue).status
@@ -277,36 +258,45 @@ def brain_checks(
         for phase in allowed:
             names.append(str(phase))
         checks.append(
-            Check("phase", str(cmd.phase_id), ",".join(names) if names else "none", verdict(reducing or cmd.phase_id in allowed))
+            Check(
+                "phase",
+                "",
+                ",".join(names) if names else "none",
+                verdict(reducing or cmd.phase_id in allowed),
+                cmd.phase_id,
+                0,
+            )
         )
         codes.append(reasons.PHASE_NOT_ALLOWED)
         equity = brain.equity_money()
         cap = max_leverage(state, risk)
         leverage = gross_money * BPS // equity if equity > 0 else -1
-        value = format_units(leverage, RATIO_DECIMALS) if leverage >= 0 else "no equity"
-        checks.append(
-            Check("leverage", value, format_units(cap, RATIO_DECIMALS), verdict(reducing or (leverage >= 0 and leverage <= cap)))
-        )
+        leverage_ok = verdict(reducing or (leverage >= 0 and leverage <= cap))
+        if leverage >= 0:
+            checks.append(measured("leverage", leverage, RATIO_DECIMALS, cap, RATIO_DECIMALS, leverage_ok))
+        else:
+            checks.append(Check("leverage", "no equity", "", leverage_ok, 0, TEXT, cap, RATIO_DECIMALS))
         codes.append(reasons.MAX_LEVERAGE)
     budget = risk.budget
     if budget is not None:
         loss = max(0, -brain.day_pnl_money)
+        loss_limit = budget.daily_loss_limit_money
         checks.append(
-            Check(
-                "daily_loss",
-                format_money(loss),
-                format_money(budget.daily_loss_limit_money),
-                verdict(reducing or budget.daily_loss_limit_money == 0 or loss < budget.daily_loss_limit_money),
+            measured(
+                "daily_loss", loss, MONEY, loss_limit, MONEY, verdict(reducing or loss_limit == 0 or loss < loss_limit)
             )
         )
         codes.append(reasons.DAILY_LOSS_LIMIT)
         drawdown = drawdown_bps(brain)
+        max_drawdown = budget.max_drawdown_bps
         checks.append(
-            Check(
+            measured(
                 "drawdown_bps",
-                str(drawdown),
-                str(budget.max_drawdown_bps),
-                verdict(reducing or budget.max_drawdown_bps == 0 or drawdown < budget.max_drawdown_bps),
+                drawdown,
+                0,
+                max_drawdown,
+                0,
+                verdict(reducing or max_drawdown == 0 or drawdown < max_drawdown),
             )
         )
         codes.append(reasons.MAX_DRAWDOWN)

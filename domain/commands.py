@@ -1,13 +1,16 @@
 """Commands as the core sees them: plain typed values, built once at the edge from `schemas/`.
 
-Prices, quantities and fees stay decimal strings here; the core reads them at the scale of the
-order's instrument, so a price off its tick becomes a recorded refusal, not an edge error.
+Prices, quantities and fees keep the decimal strings received (refusals record them as they
+came), and each is read once, when the command is built at the edge, into a `Number`: its
+digits as one integer. The core takes that integer to the scale of the order's instrument, so
+a price off its tick still becomes a recorded refusal, not an edge error.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from .numbers import read_decimal
 from .policy import Policy
 
 
@@ -52,6 +55,9 @@ class PlaceOrder(Command):
         self.price: Final = price
         self.reference_price: Final = reference_price
         self.reduce_only: Final = reduce_only
+        self.quantity_number: Final = read_decimal(quantity)
+        self.price_number: Final = read_decimal(price)
+        self.reference_price_number: Final = read_decimal(reference_price)
 
 
 class CancelOrder(Command):
@@ -104,6 +110,9 @@ class RecordFill(Command):
         self.price: Final = price
         self.fee: Final = fee
         self.liquidity: Final = liquidity
+        self.quantity_number: Final = read_decimal(quantity)
+        self.price_number: Final = read_decimal(price)
+        self.fee_number: Final = read_decimal(fee)
 
 
 class RecordCancelled(Command):

@@ -68,7 +68,6 @@ from .model import (
     ARMED,
     BUY,
     CANCELLED,
-    CLOSED_ORDER_MEMORY,
     DISARMED,
     FILLED,
     LIMIT,
@@ -77,6 +76,7 @@ from .model import (
     VENUE_REJECTED,
     Brain,
     ClosedOrder,
+    ClosedOrders,
     Order,
     Position,
     State,
@@ -89,7 +89,6 @@ from .numbers import (
     NS_PER_SECOND,
     div_trunc,
     format_units,
-    is_decimal,
     parse_units,
 )
 from .policy import RULES_V1, RULES_V2, Instrument, Policy
@@ -262,7 +261,7 @@ def _place_order(cmd: PlaceOrder, state: State) -> Event:
 
 
 def _missing_order(command: Command, order_id: str, state: State, fill_id: str) -> Event:
-    closed = state.closed_orders.get(order_id)
+    closed = state.closed.get(order_id)
     name = command_type_name(command)
     if closed is None:
         return CommandRejected(command.ts_ns, name, reasons.UNKNOWN_ORDER, {"order_id": order_id})
@@ -318,19 +317,20 @@ def _record_fill(cmd: RecordFill, state: State) -> Event:
         if counted_on != "":
             detail = {"order_id": cmd.order_id, "fill_id": cmd.fill_id, "venue": instrument.venue, "counted_on": counted_on}
             return CommandRejected(cmd.ts_ns, "RecordFill", reasons.DUPLICATE_FILL, detail)
-    qty = parse_units(cmd.quantity, instrument.qty_decimals)
-    if not is_decimal(cmd.quantity) or not qty.ok or qty.units <= 0 or qty.units % instrument.step_units != 0:
+    # The numbers were read once, at the edge (a non-decimal reads as not exact at any scale).
+    qty_ok, qty_units = cmd.quantity_number.at(instrument.qty_decimals)
+    if not qty_ok or qty_units <= 0 or qty_units % instrument.step_units != 0:
         step = format_units(instrument.step_units, instrument.qty_decimals)
         return _invalid_fill(cmd, "quantity", cmd.quantity, "a positive multiple of " + step)
-    price = parse_units(cmd.price, instrument.price_decimals)
-    if not is_decimal(cmd.price) or not price.ok or price.units <= 0 or price.units % instrument.tick_units != 0:
+    price_ok, price_units = cmd.price_number.at(instrument.price_decimals)
+    if not price_ok or price_units <= 0 or price_units % instrument.tick_units != 0:
         tick = format_units(instrument.tick_units, instrument.price_decimals)
         return _invalid_fill(cmd, "price", cmd.price, "a positive multiple of " + tick)
-    fee = parse_units(cmd.fee, MONEY_DECIMALS)
-    if not is_decimal(cmd.fee) or not fee.ok:
+    fee_ok, fee_units = cmd.fee_number.at(MONEY_DECIMALS)
+    if not fee_ok:
         return _invalid_fill(cmd, "fee", cmd.fee, "a decimal with at most 8 decimals")
     remaining = order.remaining_units()
-    if qty.units > remaining:
+    if qty_units > remaining:
         detail = {
             "order_id": cmd.order_id,
             "fill_id": cmd.fill_id,
@@ -338,12 +338,12 @@ def _record_fill(cmd: RecordFill, state: State) -> Event:
             "remaining_quantity": format_units(remaining, instrument.qty_decimals),
         }
         return CommandRejected(cmd.ts_ns, "RecordFill", reasons.OVERFILL, detail)
-    filled = order.filled_qty_units + qty.units
+    filled = order.filled_qty_units + qty_units
     status = FILLED if filled == order.qty_units else PARTIALLY_FILLED
     progressed = order.with_progress(status, filled, order.fill_ids + (cmd.fill_id,), order.cancel_requested)
-    signed = qty.units if order.side == BUY else -qty.units
-    position, realized = apply_fill(state.positions.get(instrument.key), instrument, signed, price.units, fee.units)
-    return OrderFilled(cmd.ts_ns, progressed, cmd.fill_id, qty.units, price.units, fee.units, cmd.liquidity, realized, position)
+    signed = qty_units if order.side == BUY else -qty_units
+    position, realized = apply_fill(state.positions.get(instrument.key), instrument, signed, price_units, fee_units)
+    return OrderFilled(cmd.ts_ns, progressed, cmd.fill_id, qty_units, price_units, fee_units, cmd.liquidity, realized, position)
 
 
 def _invalid_transition(command: Command, order: Order) -> Event:
@@ -553,20 +553,28 @@ def _flatten(cmd: Flatten, state: State) -> list[Event]:
 def _window(times_ns: tuple[int, ...], ts_ns: int) -> tuple[int, ...]:
     """The rolling second ending at ts_ns, with ts_ns added."""
     start = ts_ns - NS_PER_SECOND
-    kept: list[int] = []
-    for t in times_ns:
-        if t > start:
-            kept.append(t)
-    kept.append(ts_ns)
-    return tuple(kept)
+    first = 0
+    count = len(times_ns)
+    while first < count and times_ns[first] <= start:
+        first += 1
+    for i in range(first, count):
+        if times_ns[i] <= start:
+            # out of order: keep exactly the times inside the second, in their order
+            kept: list[int] = []
+            for t in times_ns:
+                if t > start:
+                    kept.append(t)
+            kept.append(ts_ns)
+            return tuple(kept)
+    # in order (stream time never runs backwards): the second is a suffix, sliced not rebuilt
+    return times_ns[first:] + (ts_ns,)
 
 
 def _copy(
     state: State,
     ts_ns: int,
     open_orders: dict[str, Order],
-    closed_orders: dict[str, ClosedOrder],
-    closed_order_ids: tuple[str, ...],
+    closed: ClosedOrders,
     positions: dict[str, Position],
     marks: dict[str, int],
     order_times_ns: tuple[int, ...],
@@ -580,8 +588,7 @@ def _copy(
         state.policy_hash,
         max(state.last_ts_ns, ts_ns),
         open_orders,
-        closed_orders,
-        closed_order_ids,
+        closed,
         positions,
         marks,
         order_times_ns,
@@ -596,8 +603,7 @@ def _advance(state: State, ts_ns: int) -> State:
         state,
         ts_ns,
         state.open_orders,
-        state.closed_orders,
-        state.closed_order_ids,
+        state.closed,
         state.positions,
         state.marks,
         state.order_times_ns,
@@ -612,8 +618,7 @@ def _replace_order(state: State, ts_ns: int, order: Order) -> State:
         state,
         ts_ns,
         orders,
-        state.closed_orders,
-        state.closed_order_ids,
+        state.closed,
         state.positions,
         state.marks,
         state.order_times_ns,
@@ -626,15 +631,9 @@ def _close_order(
 ) -> State:
     orders = dict(state.open_orders)
     del orders[order.order_id]
-    closed = dict(state.closed_orders)
-    closed_ids = state.closed_order_ids + (order.order_id,)
-    if len(closed_ids) > CLOSED_ORDER_MEMORY:
-        del closed[closed_ids[0]]
-        closed_ids = closed_ids[1:]
-    closed[order.order_id] = ClosedOrder(order.order_id, order.status, order.fill_ids)
-    return _copy(
-        state, ts_ns, orders, closed, closed_ids, positions, marks, state.order_times_ns, state.message_times_ns, fills
-    )
+    # The memory is shared with the states before this one, never copied (model.ClosedOrders).
+    closed = state.closed.with_closed(ClosedOrder(order.order_id, order.status, order.fill_ids))
+    return _copy(state, ts_ns, orders, closed, positions, marks, state.order_times_ns, state.message_times_ns, fills)
 
 
 def evolve(state: State, event: Event) -> State:
@@ -658,8 +657,7 @@ def _account(state: State, mode: str, policy: Policy | None, policy_hash: str, t
         policy_hash,
         max(state.last_ts_ns, ts_ns),
         state.open_orders,
-        state.closed_orders,
-        state.closed_order_ids,
+        state.closed,
         state.positions,
         state.marks,
         state.order_times_ns,
@@ -681,8 +679,7 @@ def _evolve_orders(state: State, event: Event) -> State:
             state,
             ts,
             orders,
-            state.closed_orders,
-            state.closed_order_ids,
+            state.closed,
             state.positions,
             marks,
             _window(state.order_times_ns, ts),
@@ -704,8 +701,7 @@ def _evolve_orders(state: State, event: Event) -> State:
             state,
             ts,
             orders,
-            state.closed_orders,
-            state.closed_order_ids,
+            state.closed,
             positions,
             marks,
             state.order_times_ns,
@@ -724,8 +720,7 @@ def _evolve_orders(state: State, event: Event) -> State:
             after,
             ts,
             after.open_orders,
-            after.closed_orders,
-            after.closed_order_ids,
+            after.closed,
             after.positions,
             after.marks,
             after.order_times_ns,

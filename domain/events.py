@@ -56,18 +56,66 @@ PASS: Final = "pass"
 FAIL: Final = "fail"
 
 
-class Check:
-    """One pre-trade check as decided: the value seen, the limit and the verdict."""
+TEXT: Final = -2
+"""The scale of a check value that is text, written as it is."""
+MONEY: Final = -1
+"""The scale of a check value in money units, written as `format_money` does."""
 
-    def __init__(self, name: str, value: str, limit: str, verdict: str) -> None:
+
+class Check:
+    """One pre-trade check as decided: the value seen, the limit and the verdict.
+
+    A value or limit is either text or an integer with its scale (decimals >= 0, or MONEY); the
+    integer is written as a decimal string only when the check is read or recorded (`to_data`),
+    so deciding does no string work for it."""
+
+    def __init__(
+        self,
+        name: str,
+        value: str,
+        limit: str,
+        verdict: str,
+        value_units: int = 0,
+        value_scale: int = TEXT,
+        limit_units: int = 0,
+        limit_scale: int = TEXT,
+    ) -> None:
         self.name: Final = name
-        self.value: Final = value
-        self.limit: Final = limit
         self.verdict: Final = verdict
+        self.value_text: Final = value
+        self.value_units: Final = value_units
+        self.value_scale: Final = value_scale
+        self.limit_text: Final = limit
+        self.limit_units: Final = limit_units
+        self.limit_scale: Final = limit_scale
+
+    @property
+    def value(self) -> str:
+        """The value seen, as recorded."""
+        return written(self.value_text, self.value_units, self.value_scale)
+
+    @property
+    def limit(self) -> str:
+        """The limit, as recorded."""
+        return written(self.limit_text, self.limit_units, self.limit_scale)
 
     def to_data(self) -> dict[str, object]:
         """Wire form."""
         return {"check": self.name, "value": self.value, "limit": self.limit, "verdict": self.verdict}
+
+
+def measured(name: str, value_units: int, value_scale: int, limit_units: int, limit_scale: int, verdict: str) -> Check:
+    """A check whose value and limit are integers at their scales (formatted when recorded)."""
+    return Check(name, "", "", verdict, value_units, value_scale, limit_units, limit_scale)
+
+
+def written(text: str, units: int, scale: int) -> str:
+    """A check value as recorded: the text, or the integer at its scale."""
+    if scale == TEXT:
+        return text
+    if scale == MONEY:
+        return format_money(units)
+    return format_units(units, scale)
 
 
 class Event:

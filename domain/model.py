@@ -2,11 +2,15 @@
 
 Collections inside a state are copied when they change; the ones that are copied on every
 change are bounded (open orders by the policy's max_open_orders, the rate windows by one second
-of command time, the closed-order memory by CLOSED_ORDER_MEMORY).
+of command time). The closed-order memory is not copied: the states of one lineage share an
+append-only log of closed orders, and each state sees the last CLOSED_ORDER_MEMORY entries
+written before it (`ClosedOrders`), the way they share the fill-id memory (fills.py).
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from typing import Final
 
 from .fills import Fills, no_fills
@@ -113,6 +117,105 @@ class ClosedOrder:
         self.fill_ids: Final = fill_ids
 
 
+class ClosedLog:
+    """The shared, append-only log of closed orders: `ids[i]` was closed `base + i`-th, and
+    `orders` holds each id's (sequence, what is remembered of it). A log is only ever appended
+    to; a state that needs anything else (a branch, a compaction) starts a fresh log."""
+
+    def __init__(self, base: int) -> None:
+        self.base: Final = base
+        self.ids: Final[list[str]] = []
+        self.orders: Final[dict[str, tuple[int, ClosedOrder]]] = {}
+        self.lock: Final = threading.Lock()
+
+    def size(self) -> int:
+        """The sequence the next entry gets."""
+        return self.base + len(self.ids)
+
+
+CLOSED_LOG_LIMIT: Final = 4 * CLOSED_ORDER_MEMORY
+"""Entries a log may hold before the newest state compacts its memory into a fresh log."""
+
+
+class ClosedOrders:
+    """The closed orders one state remembers: the last CLOSED_ORDER_MEMORY of the first `count`
+    entries of a shared log. Reads like the dict it replaces: `order_id in`, `[order_id]`,
+    `get`, iteration over the remembered ids (oldest first), `len`."""
+
+    def __init__(self, log: ClosedLog, count: int) -> None:
+        self.log: Final = log
+        self.count: Final = count
+
+    def get(self, order_id: str) -> ClosedOrder | None:
+        """What is remembered of a closed order, or None if it is not (or no longer) remembered."""
+        entry = self.log.orders.get(order_id)
+        if entry is None:
+            return None
+        sequence = entry[0]
+        if sequence >= self.count or sequence < self.count - CLOSED_ORDER_MEMORY:
+            return None
+        return entry[1]
+
+    def __contains__(self, order_id: object) -> bool:
+        return isinstance(order_id, str) and self.get(order_id) is not None
+
+    def __getitem__(self, order_id: str) -> ClosedOrder:
+        found = self.get(order_id)
+        if found is None:
+            raise KeyError(order_id)
+        return found
+
+    def ids(self) -> tuple[str, ...]:
+        """The remembered ids, oldest first."""
+        log = self.log
+        first = max(self.count - CLOSED_ORDER_MEMORY, log.base)
+        kept: list[str] = []
+        for i in range(first - log.base, self.count - log.base):
+            order_id = log.ids[i]
+            if self.get(order_id) is not None:
+                kept.append(order_id)
+        return tuple(kept)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids())
+
+    def __len__(self) -> int:
+        return len(self.ids())
+
+    def with_closed(self, closed: ClosedOrder) -> ClosedOrders:
+        """This memory and one more closed order (the oldest is forgotten past the limit)."""
+        lock = self.log.lock
+        lock.acquire()  # acquire/release: cheaper than `with` in compiled code
+        try:
+            log = self.log
+            if (
+                log.size() != self.count
+                or closed.order_id in log.orders
+                or len(log.ids) >= CLOSED_LOG_LIMIT
+            ):
+                # Not the newest state of its log (a branch), an id closed twice, or a full log:
+                # a fresh log of what this state remembers, so no other state sees the new entry.
+                log = self._fresh_log()
+            log.orders[closed.order_id] = (log.size(), closed)
+            log.ids.append(closed.order_id)
+            return ClosedOrders(log, log.size())
+        finally:
+            lock.release()
+
+    def _fresh_log(self) -> ClosedLog:
+        remembered = self.ids()
+        fresh = ClosedLog(self.count - len(remembered))
+        for order_id in remembered:
+            fresh.orders[order_id] = (fresh.size(), self.log.orders[order_id][1])
+            fresh.ids.append(order_id)
+        return fresh
+
+
+def no_closed_orders() -> ClosedOrders:
+    """A memory of no closed order."""
+    return ClosedOrders(ClosedLog(0), 0)
+
+
 class Position:
     """A signed position in one instrument; cost and PnL in money units (1e-8 quote currency).
 
@@ -145,9 +248,31 @@ class TruthReading:
         self.venue_ts_ns: Final = venue_ts_ns
 
 
+class WindowSum:
+    """What a window's samples add up to, and whether their times never decrease (then the first
+    is the oldest): kept beside the window so that, while no sample has aged out, its mean is
+    one division instead of a pass over the samples."""
+
+    def __init__(self, total: int, ordered: bool) -> None:
+        self.total: Final = total
+        self.ordered: Final = ordered
+
+
+def window_sum(samples: tuple[int, ...], times: tuple[int, ...]) -> WindowSum:
+    """The sum of a window, counted from its samples."""
+    total = 0
+    ordered = True
+    for i in range(len(samples)):
+        total += samples[i]
+        if i > 0 and times[i] < times[i - 1]:
+            ordered = False
+    return WindowSum(total, ordered)
+
+
 class VenueQuality:
     """A venue's status and its rolling windows: samples with the command time each was taken
-    (latest last). Samples older than the policy's window_ms no longer count."""
+    (latest last). Samples older than the policy's window_ms no longer count. `ack_sum` and
+    `slippage_sum` summarize the windows (counted from them unless given)."""
 
     def __init__(
         self,
@@ -156,12 +281,18 @@ class VenueQuality:
         ack_ts_ns: tuple[int, ...],
         slippage_bps: tuple[int, ...],
         slippage_ts_ns: tuple[int, ...],
+        ack_sum: WindowSum | None = None,
+        slippage_sum: WindowSum | None = None,
     ) -> None:
         self.status: Final = status
         self.ack_latency_ms: Final = ack_latency_ms
         self.ack_ts_ns: Final = ack_ts_ns
         self.slippage_bps: Final = slippage_bps
         self.slippage_ts_ns: Final = slippage_ts_ns
+        self.ack_sum: Final = ack_sum if ack_sum is not None else window_sum(ack_latency_ms, ack_ts_ns)
+        self.slippage_sum: Final = (
+            slippage_sum if slippage_sum is not None else window_sum(slippage_bps, slippage_ts_ns)
+        )
 
 
 VENUE_OK: Final = "OK"
@@ -229,8 +360,7 @@ class State:
         policy_hash: str,
         last_ts_ns: int,
         open_orders: dict[str, Order],
-        closed_orders: dict[str, ClosedOrder],
-        closed_order_ids: tuple[str, ...],
+        closed: ClosedOrders,
         positions: dict[str, Position],
         marks: dict[str, int],
         order_times_ns: tuple[int, ...],
@@ -244,8 +374,7 @@ class State:
         self.policy_hash: Final = policy_hash
         self.last_ts_ns: Final = last_ts_ns
         self.open_orders: Final = open_orders
-        self.closed_orders: Final = closed_orders
-        self.closed_order_ids: Final = closed_order_ids
+        self.closed: Final = closed
         self.positions: Final = positions
         self.marks: Final = marks
         self.order_times_ns: Final = order_times_ns
@@ -253,7 +382,17 @@ class State:
         self.brain: Final = brain
         self.fills: Final = fills
 
+    @property
+    def closed_orders(self) -> ClosedOrders:
+        """The closed-order memory, read like a dict: order id -> ClosedOrder."""
+        return self.closed
+
+    @property
+    def closed_order_ids(self) -> tuple[str, ...]:
+        """The remembered closed order ids, oldest first."""
+        return self.closed.ids()
+
 
 def initial_state(account_id: str) -> State:
     """A new account: DISARMED, no policy, nothing open."""
-    return State(account_id, DISARMED, None, "", 0, {}, {}, (), {}, {}, (), (), initial_brain(), no_fills())
+    return State(account_id, DISARMED, None, "", 0, {}, no_closed_orders(), {}, {}, (), (), initial_brain(), no_fills())
