@@ -313,6 +313,9 @@ def test_halt_is_recorded_with_the_subject_and_the_breaker_shows_it(fresh: Conso
     assert world.data("{ breaker { state } }")["breaker"]["state"] == "DEFENSIVE"
     halted = world.data('mutation { halt(reason: "console test: stop") { outcome reason position events { type } commandId } }')["halt"]
     assert halted["outcome"] == "accepted"
+    # Before the read models caught up, the breaker names the halt's actor, not the last mover's.
+    ahead = world.data("{ breaker { state actor reason trigger } }", role="viewer")["breaker"]
+    assert ahead == {"state": "HALTED", "actor": "operator-user", "reason": "console test: stop", "trigger": "operator"}
     world.catch_up()
     breaker = world.data("{ breaker { state actor reason } }", role="viewer")["breaker"]
     assert breaker == {"state": "HALTED", "actor": "operator-user", "reason": "console test: stop"}

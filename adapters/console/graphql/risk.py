@@ -10,12 +10,17 @@ from typing import Any, Final
 import strawberry
 from strawberry.types import Info
 
+from commands.envelope import account_stream
+from commands.ports import RecordFilter
+
 from ..auth import READ
+from ..ports import ConsoleData
 from .context import allowed, known_account, services
 from .orders import bounded
 from .scalars import JSON, BigInt, Decimal
 
 MONEY_SCALE: Final = _Decimal(10) ** -8
+BREAKER_TRANSITIONED: Final = "breaker.transitioned.v1"
 
 
 def money_text(units: int | str) -> str:
@@ -173,6 +178,22 @@ class Budget:
     days: list[BudgetDay]
 
 
+async def _last_transition(data: ConsoleData, account_id: str, after: int) -> dict[str, Any]:
+    """Who moved the breaker last, from the ledger, when the read model has not caught up with
+    the folded state (right after a halt): the read model's actor would be the previous mover's."""
+    where = RecordFilter(types=(BREAKER_TRANSITIONED,), stream_ids=(account_stream(account_id),))
+    last: dict[str, Any] = {}
+    while True:
+        page = await data.events(after, 1000, where)
+        if page.records:
+            record = page.records[-1]
+            moved = record.envelope["data"]
+            last = {"trigger": moved.get("trigger"), "reason": moved.get("reason"), "actor": record.envelope.get("actor")}
+        if page.scanned_to <= after or page.scanned_to >= page.head:
+            return last
+        after = page.scanned_to
+
+
 @strawberry.type
 class RiskQuery:
     @strawberry.field(description="The breaker now, its active triggers and its transitions.")
@@ -182,8 +203,10 @@ class RiskQuery:
         data = services(info).data
         view = await data.state(account_id)
         rows = await data.rows("rm_breaker", {"account_id": account_id})
-        row = rows[0] if rows else {}
         breaker = view["breaker"]
+        row = rows[0] if rows else {}
+        if not row or row["state"] != breaker["state"] or row["since_ts_ns"] != breaker["since_ts_ns"]:
+            row = await _last_transition(data, account_id, int(row.get("position", 0)))
         return Breaker(
             account_id=account_id,
             state=breaker["state"],
