@@ -10,6 +10,7 @@ question costs the new records, not the whole stream. History comes from the rea
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import time
 from collections.abc import Mapping, Sequence
@@ -23,16 +24,15 @@ from adapters.console.ports import (
     EventPage,
     Stamp,
 )
-from commands.accounts import fold
 from commands.envelope import account_stream
 from commands.lease import LeaseRefused
-from commands.ports import Ledger, LedgerError, RecordFilter
+from commands.ports import Ledger, LedgerError, Record, RecordFilter
 from commands.views import state_view
 from projections import registry
 from projections.dlq import DLQ_ENTRIES
 from projections.model import Table
 from projections.store import ReadModelStore
-from replay.explain import explain
+from replay.explain import StartPoint, advance, explain, find_subject, stream_pages
 from replay.state_at import ReplayInputError
 
 from .settings import Settings
@@ -46,6 +46,13 @@ if TYPE_CHECKING:
 POLICY_ACTIVATED: Final = "policy.activated.v1"
 ACCOUNT_PREFIX: Final = "account-"
 MAX_TS_NS: Final = 2**63 - 1
+SNAPSHOT_EVERY: Final = 200
+"""Stream versions between an account's kept snapshots, at first: explain replays at most this many
+records before a decision. A snapshot of the demo's account holds about 15 KiB of its own (the
+state shares the rest with the next one), so 512 of them cost under 10 MiB per account."""
+MAX_SNAPSHOTS: Final = 512
+"""Snapshots kept per account: when full, every second one goes and the spacing doubles (evenly
+spaced over the whole stream, never more than this many)."""
 
 TABLES: Final[Mapping[str, Table]] = {
     table.name: table for projection in (*registry.PROJECTIONS, DLQ_ENTRIES) for table in projection.tables
@@ -53,14 +60,52 @@ TABLES: Final[Mapping[str, Table]] = {
 
 
 class _Account:
-    """One account folded to a version, and its policy activations."""
+    """One account folded to a version, its policy activations, and snapshots of it on the way
+    (every `every` versions, at most MAX_SNAPSHOTS, evenly spaced over the stream) for explain
+    to start from."""
 
     def __init__(self, state: Any) -> None:
         self.state = state
         self.version = 0
         self.position = 0
+        self.scanned = 0  # the ledger position its stream has been read to (other streams' records passed over)
+        self.set_by: Mapping[str, Mapping[str, Any]] = {}
         self.policies: list[dict[str, Any]] = []
+        self.snapshots: list[StartPoint] = []
+        self.every = SNAPSHOT_EVERY
         self.lock = asyncio.Lock()
+
+    def point(self) -> StartPoint:
+        """Where the account is folded to."""
+        return StartPoint(self.state, self.version, self.position, self.set_by)
+
+    def moved(self, point: StartPoint, snapshots: Sequence[StartPoint]) -> None:
+        """Take a fold's result and keep its snapshots (those still on the spacing)."""
+        self.state, self.version, self.position, self.set_by = point.state, point.version, point.position, point.set_by
+        for snapshot in snapshots:
+            if snapshot.version % self.every:
+                continue  # taken at the old spacing, before a thinning doubled it
+            self.snapshots.append(snapshot)
+            if len(self.snapshots) >= MAX_SNAPSHOTS:
+                self.every *= 2
+                self.snapshots = [kept for kept in self.snapshots if kept.version % self.every == 0]
+
+    def start_before(self, position: int) -> StartPoint | None:
+        """The latest snapshot folded through a record before this ledger position, if any."""
+        index = bisect.bisect_left([snapshot.position for snapshot in self.snapshots], position)
+        return self.snapshots[index - 1] if index else None
+
+
+def _fold_with_snapshots(core: Any, point: StartPoint, records: Sequence[Record], every: int) -> tuple[StartPoint, list[StartPoint]]:
+    """The account's next records folded onto a point, and the point at each version on the spacing."""
+    snapshots: list[StartPoint] = []
+    begin = 0
+    for index, record in enumerate(records):
+        if record.version % every == 0:
+            point = advance(core, point, records[begin : index + 1])
+            snapshots.append(point)
+            begin = index + 1
+    return advance(core, point, records[begin:]), snapshots
 
 
 class LedgerConsoleData(ConsoleData):
@@ -111,12 +156,18 @@ class LedgerConsoleData(ConsoleData):
         if account is None:
             account = self._accounts[account_id] = _Account(self.core.decider.initial_state(account_id))
         async with account.lock:
-            stream = account_stream(account_id)
-            while True:
-                records = await _thread(self.ledger.read_stream, stream, account.version)
-                if not records:
-                    break
-                state = await _thread(fold, self.core, account.state, records)
+            # A page at a time (a long stream is never all in memory), each read and folded in a thread.
+            pages = stream_pages(self.ledger, account_stream(account_id), account.scanned)
+
+            def step() -> tuple[list[Record], int, StartPoint, list[StartPoint]] | None:
+                page = next(pages, None)
+                if page is None:
+                    return None
+                records, reached = page
+                return records, reached, *_fold_with_snapshots(self.core, account.point(), records, account.every)
+
+            while (moved := await _thread(step)) is not None:
+                records, account.scanned, point, snapshots = moved
                 for record in records:
                     if record.type == POLICY_ACTIVATED:
                         envelope = record.envelope
@@ -129,9 +180,7 @@ class LedgerConsoleData(ConsoleData):
                                 "policy": envelope["data"].get("policy"),
                             }
                         )
-                account.state, account.version, account.position = state, records[-1].version, records[-1].position
-                if len(records) < 1000:
-                    break
+                account.moved(point, snapshots)
         return account
 
     async def state(self, account_id: str) -> dict[str, Any]:
@@ -152,8 +201,13 @@ class LedgerConsoleData(ConsoleData):
         return page
 
     async def explain(self, ident: str) -> dict[str, Any]:
+        # The trace replays the account from the snapshot nearest before the decision: the first
+        # explain on an account folds it (once), the next ones replay at most `every` versions.
         try:
-            trace: dict[str, Any] = await _thread(explain, self.ledger, self.core, ident)
+            subject = await _thread(find_subject, self.ledger, ident)
+            account = await self._folded(subject.account_id)
+            start = account.start_before(subject.first_event_position)
+            trace: dict[str, Any] = await _thread(explain, self.ledger, self.core, ident, start=start)
             return trace
         except ReplayInputError as error:
             raise ConsoleError("NOT_FOUND", str(error), 404) from None

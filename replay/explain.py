@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal, localcontext
+from itertools import chain
 from typing import Any, Final
 
 from commands.accounts import fold
@@ -67,6 +67,19 @@ class Subject:
 
     command_record: Record
     order_id: str | None
+
+    @property
+    def account_id(self) -> str:
+        """The account the command was for."""
+        command = (self.command_record.envelope.get("data") or {}).get("command") or {}
+        return str(command.get("account_id"))
+
+    @property
+    def first_event_position(self) -> int:
+        """Where the decision's first event is, as titan's writers lay a decision out (its events
+        right before its command record): a start point before it is before the decision."""
+        event_ids = (self.command_record.envelope.get("data") or {}).get("event_ids") or []
+        return self.command_record.position - len(event_ids)
 
 
 @dataclass(frozen=True)
@@ -182,7 +195,7 @@ def explain(ledger: Ledger, core: Any, ident: str, *, start: StartPoint | None =
     envelope = record.envelope
     data = envelope.get("data") or {}
     command = data.get("command") or {}
-    account_id = str(command.get("account_id"))
+    account_id = subject.account_id
     stream_id = account_stream(account_id)
     event_ids = list(data.get("event_ids") or [])
     wanted = set(event_ids)
@@ -255,7 +268,7 @@ def _replay_before(
     point = origin
     decision_events: list[Record] = []
     first_version: int | None = None
-    for page in _account_pages(ledger, stream_id, origin.position, decided_at):
+    for page, _ in stream_pages(ledger, stream_id, origin.position, decided_at):
         before: list[Record] = []
         for item in page:
             if item.position > decided_at:
@@ -271,24 +284,26 @@ def _replay_before(
     return point, decision_events
 
 
-def _account_pages(ledger: Ledger, stream_id: str, after: int, upto: int | None = None) -> Iterator[list[Record]]:
+def stream_pages(ledger: Ledger, stream_id: str, after: int, upto: int | None = None) -> Iterator[tuple[list[Record], int]]:
     """The stream's records after a position, in position order (a stream's version order), a
-    page at a time: up to position `upto` (pages may run past it), else to the ledger's end.
-    Pages start small and double, so a reader that stops early reads little."""
+    page at a time, each with the ledger position its read reached (a reader resumes after it;
+    a page may be empty where other streams' records were passed over): up to position `upto`
+    (pages may run past it), else to the ledger's end. Pages start small and double, so a reader
+    that stops early reads little."""
     try:
         where = RecordFilter(stream_ids=(stream_id,))
     except ValueError:  # a stream id no filter can name (U+0000, from a forged record): read it whole
-        yield [r for r in ledger.read_stream(stream_id) if r.position > after]
+        records = [r for r in ledger.read_stream(stream_id) if r.position > after]
+        yield records, records[-1].position if records else after
         return
     page = FIRST_PAGE
     while upto is None or after < upto:
         limit = page if upto is None else max(1, min(page, upto - after))
         scan = MAX_SCAN if upto is None else max(limit, min(MAX_SCAN, upto - after))
         records, reached = ledger.read_matching(after, limit, where, scan_limit=scan)
-        if records:
-            yield records
         if reached <= after:
             return
+        yield records, reached
         after = reached
         page = min(2 * page, MAX_PAGE)
 
@@ -313,7 +328,7 @@ def _lifecycle(
     notional = Decimal(0)
     quantity = Decimal(0)
     context = exact_context(reference, str(command.get("quantity")))
-    for item in chain.from_iterable(_account_pages(ledger, stream_id, after)):
+    for item in chain.from_iterable(page for page, _ in stream_pages(ledger, stream_id, after)):
         data = item.envelope.get("data") or {}
         detail = data.get("detail")
         detail_order = detail.get("order_id") if isinstance(detail, dict) else None

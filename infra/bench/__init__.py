@@ -202,6 +202,7 @@ def run(
         _timed(results, "baseline_postgres", lambda: baseline_postgres(pg_url, min(durable_n, 2_000)))
     _timed(results, "replay_and_export", lambda: _replay_and_export(replay_records))
     _timed(results, "relay", lambda: _relay(quick))
+    _timed(results, "console", lambda: _console(quick))
     if pg_url:
         _timed(results, "serve", lambda: _serve(pg_url, quick))
     else:
@@ -244,6 +245,14 @@ def _relay(quick: bool) -> dict[str, Any]:
     from infra.bench.relay import run as relay_run
 
     return relay_run(records=10_000, seconds=3.0) if quick else relay_run()
+
+
+def _console(quick: bool) -> dict[str, Any]:
+    """The console over HTTP on a demo ledger of 100,000 records (10,000 with `quick`): explainDecision
+    and events pages, p50/p99; the ledger is kept in TITAN_BENCH_CACHE when set."""
+    from infra.bench.console import run as console_run
+
+    return console_run(quick=quick)
 
 
 def _serve(pg_url: str, quick: bool) -> dict[str, Any]:
@@ -324,6 +333,7 @@ def print_results(console: Console, results: dict[str, Any]) -> None:
             f"p50 {relay['lag_p50_s']} s, p99 {relay['lag_p99_s']} s, max {relay['lag_max_s']} s",
         )
     _serve_rows(table, results.get("serve", {}))
+    _console_rows(table, results.get("console", {}))
     console.print(table)
     if results["noisy"]:
         console.print("[yellow]warning:[/] repeated runs differ by more than 20%: the machine is busy; figures are unreliable")
@@ -359,3 +369,22 @@ def _serve_rows(table: Table, serve: dict[str, Any]) -> None:
             "serve: hot standby's takeover after kill -9 of the leader",
             f"ready in {serve['serve_takeover_ready_s']} s, first outcome in {serve['serve_takeover_first_outcome_s']} s",
         )
+
+
+def _console_rows(table: Table, figures: dict[str, Any]) -> None:
+    """The console's figures: explainDecision and events pages over HTTP on a large demo ledger."""
+    if "unavailable" in figures:
+        table.add_row("console over HTTP", _figure(figures))
+        return
+    if not figures:
+        return
+    built = "reused" if figures["reused"] else f"written in {figures['build_s']} s"
+    table.add_row(f"console: demo ledger ({figures['ledger_records']:,} records, {figures['orders']:,} orders, {built})", "")
+    explain = figures["explain"]
+    table.add_row(
+        f"console: explainDecision, {explain['calls']} orders early to late (first call, folding the account: {explain['cold_ms']:,.0f} ms)",
+        f"p50 {explain['p50_ms']} ms, p99 {explain['p99_ms']} ms",
+    )
+    for key, label in (("events", "events(first: 100), random cursors"), ("events_filtered", "events(first: 100, types: order.filled.v1)")):
+        page = figures[key]
+        table.add_row(f"console: {label}, {page['calls']} pages", f"p50 {page['p50_ms']} ms, p99 {page['p99_ms']} ms")
