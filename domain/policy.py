@@ -58,7 +58,11 @@ class Instrument:
 
 
 class Policy:
-    """Account limits in integer units, and the instruments keyed by `venue:symbol`."""
+    """Account limits in integer units, and the instruments keyed by `venue:symbol`.
+
+    `document` is the JSON document the policy was read from, kept (never changed) so that a
+    state can be written out as data and read back (snapshot.py) by reading it again.
+    """
 
     def __init__(
         self,
@@ -72,6 +76,7 @@ class Policy:
         max_open_orders: int,
         risk: RiskPolicy,
         rules_version: int,
+        document: dict[str, object],
     ) -> None:
         self.policy_id: Final = policy_id
         self.risk: Final = risk
@@ -83,6 +88,7 @@ class Policy:
         self.max_orders_per_second: Final = max_orders_per_second
         self.max_messages_per_second: Final = max_messages_per_second
         self.max_open_orders: Final = max_open_orders
+        self.document: Final = document
 
 
 def _text(doc: dict[str, object], key: str) -> str:
@@ -173,6 +179,7 @@ def policy_from_document(doc: dict[str, object]) -> Policy:
         _int(limits, "max_open_orders"),
         _risk(doc),
         _rules_version(doc),
+        doc,
     )
 
 
