@@ -27,7 +27,11 @@ from .model import Change, Projection, split_units
 from .store import Batch, ReadModelStore, Snapshot, TrackingMoved
 
 DEFAULT_BATCH: Final = 1000
-REBUILD_BATCH: Final = 5000
+REBUILD_BATCH: Final = 2000
+"""Records a rebuild reads, folds and writes at a time. Each batch's row changes go to the staging
+tables as one statement per table and kind of change, so the batch need not be large to be bulk:
+at 2,000 records a rebuild ran 15–25% faster than at 5,000 (docs/performance.md, "Projection
+rebuild"), the larger batches' records and rows outliving more collections and caches."""
 
 
 async def read_records(ledger: Ledger, after: int, limit: int) -> list[Record]:

@@ -9,7 +9,7 @@ back to polling when no notification comes or the listening connection is lost.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any, Final
@@ -63,33 +63,63 @@ SQL_TYPES: Final[dict[ColumnType, str]] = {
 }
 
 
-def _to_sql(type_: ColumnType, value: Any) -> Any:
+def _text_to_sql(value: Any) -> Any:
+    return None if value is None else storable_text(str(value))
+
+
+def _integer_to_sql(value: Any) -> Any:
     if value is None:
         return None
-    if type_ == "decimal":
-        return decimal_text(value)
-    if type_ == "boolean":
-        return bool(value)
-    if type_ == "integer":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{value!r} is not an integer")
-        if not fits_int64(value):
-            raise ValueError(f"{int_text(value)[:40]}… does not fit a 64-bit integer column (declare it big_integer)")
+    if isinstance(value, bool) or not isinstance(value, int):
+        problem = f"{value!r} is not an integer"
+    elif not fits_int64(value):
+        problem = f"{int_text(value)[:40]}… does not fit a 64-bit integer column (declare it big_integer)"
+    else:
         return value
-    if type_ == "big_integer":
-        return Decimal(parse_int(value))
-    if type_ == "json":
-        return storable_json(value)
-    return storable_text(str(value))
+    raise ValueError(problem)
+
+
+def _big_integer_to_sql(value: Any) -> Any:
+    return None if value is None else Decimal(parse_int(value))
+
+
+def _boolean_to_sql(value: Any) -> Any:
+    return None if value is None else bool(value)
+
+
+def _decimal_to_sql(value: Any) -> Any:
+    return None if value is None else decimal_text(value)
+
+
+def _json_to_sql(value: Any) -> Any:
+    return None if value is None else storable_json(value)
+
+
+def _json_to_array_item(value: Any) -> Any:
+    # JSON travels as text[] (a list inside a jsonb[] would read as a 2-D array).
+    return None if value is None else storable_json_text(value)
+
+
+_CONVERTERS: Final[dict[ColumnType, Callable[[Any], Any]]] = {
+    "text": _text_to_sql,
+    "integer": _integer_to_sql,
+    "big_integer": _big_integer_to_sql,
+    "boolean": _boolean_to_sql,
+    "decimal": _decimal_to_sql,
+    "json": _json_to_sql,
+}
+"""Each column type's conversion to what asyncpg sends, looked up once per column and batch (not
+once per value): a rebuild converts millions of values."""
+
+_ARRAY_CONVERTERS: Final[dict[ColumnType, Callable[[Any], Any]]] = {**_CONVERTERS, "json": _json_to_array_item}
+"""The same for the items of the unnest() arrays a batch is written through."""
+
+
+def _to_sql(type_: ColumnType, value: Any) -> Any:
+    return _CONVERTERS[type_](value)
 
 
 _ARRAY_TYPES: Final[dict[ColumnType, str]] = {**SQL_TYPES, "json": "text"}
-
-
-def _to_array_item(type_: ColumnType, value: Any) -> Any:
-    if type_ == "json" and value is not None:
-        return storable_json_text(value)
-    return _to_sql(type_, value)
 
 
 def _order_by(table: Table) -> str:
@@ -236,7 +266,11 @@ class PostgresReadModelStore(ReadModelStore):
             return f"v.{name}::jsonb" if types[name] == "json" else f"v.{name}"
 
         def columns_of(values: list[list[Any]], names: Sequence[str]) -> list[list[Any]]:
-            return [[_to_array_item(types[name], row[i]) for row in values] for i, name in enumerate(names)]
+            columns = []
+            for i, name in enumerate(names):
+                convert = _ARRAY_CONVERTERS[types[name]]
+                columns.append([convert(row[i]) for row in values])
+            return columns
 
         match = " AND ".join(f"t.{name} = v.{name}" for name in keys)
         deletes = [list(key) for key, net in rows.items() if net.kind == "delete"]

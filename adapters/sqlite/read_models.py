@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -84,26 +84,54 @@ def index_ddl(table: Table) -> list[str]:
     ]
 
 
-def _to_sql(type_: ColumnType, value: Any) -> Any:
+def _text_to_sql(value: Any) -> Any:
+    return None if value is None else storable_text(str(value))
+
+
+def _integer_to_sql(value: Any) -> Any:
     if value is None:
         return None
-    if type_ == "decimal":
-        return decimal_text(value)
-    if type_ == "json":
-        return storable_json_text(value)
-    if type_ == "boolean":
-        return 1 if value else 0
-    if type_ == "integer":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{value!r} is not an integer")
-        if not fits_int64(value):
-            raise ValueError(f"{int_text(value)[:40]}… does not fit a 64-bit integer column (declare it big_integer)")
+    if isinstance(value, bool) or not isinstance(value, int):
+        problem = f"{value!r} is not an integer"
+    elif not fits_int64(value):
+        problem = f"{int_text(value)[:40]}… does not fit a 64-bit integer column (declare it big_integer)"
+    else:
         return value
-    if type_ == "big_integer":
-        # decimal digits in a TEXT column: exact at any size (an INTEGER column would turn a value
-        # beyond 64 bits into a REAL)
-        return int_text(parse_int(value))
-    return storable_text(str(value))
+    raise ValueError(problem)
+
+
+def _big_integer_to_sql(value: Any) -> Any:
+    # decimal digits in a TEXT column: exact at any size (an INTEGER column would turn a value
+    # beyond 64 bits into a REAL)
+    return None if value is None else int_text(parse_int(value))
+
+
+def _boolean_to_sql(value: Any) -> Any:
+    return None if value is None else (1 if value else 0)
+
+
+def _decimal_to_sql(value: Any) -> Any:
+    return None if value is None else decimal_text(value)
+
+
+def _json_to_sql(value: Any) -> Any:
+    return None if value is None else storable_json_text(value)
+
+
+_CONVERTERS: Final[dict[ColumnType, Callable[[Any], Any]]] = {
+    "text": _text_to_sql,
+    "integer": _integer_to_sql,
+    "big_integer": _big_integer_to_sql,
+    "boolean": _boolean_to_sql,
+    "decimal": _decimal_to_sql,
+    "json": _json_to_sql,
+}
+"""Each column type's conversion to what SQLite stores, looked up once per table and batch (not
+once per value): a rebuild converts millions of values."""
+
+
+def _to_sql(type_: ColumnType, value: Any) -> Any:
+    return _CONVERTERS[type_](value)
 
 
 class SQLiteReadModelStore(ReadModelStore):
@@ -204,11 +232,8 @@ class SQLiteReadModelStore(ReadModelStore):
         deletes = [key_params(key) for key, net in rows.items() if net.kind == "delete"]
         if deletes:
             self._db.executemany(f"DELETE FROM {target} WHERE {key_where}", deletes)
-        puts = [
-            [_to_sql(column.type, net.row[column.name]) for column in table.columns]
-            for net in rows.values()
-            if net.kind == "put"
-        ]
+        columns = [(column.name, _CONVERTERS[column.type]) for column in table.columns]
+        puts = [[convert(net.row[name]) for name, convert in columns] for net in rows.values() if net.kind == "put"]
         if puts:
             marks = ", ".join("?" for _ in table.columns)
             self._db.executemany(

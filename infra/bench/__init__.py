@@ -1,7 +1,8 @@
 """`titan bench`: decisions/s of both cores over the same commands, and durable commands/s.
 
 A benchmark, never a test: figures vary with the machine and its load; the spread of repeated
-runs is reported so a noisy machine shows itself.
+runs is reported so a noisy machine shows itself. Every figure with a goal is judged against it
+(`infra.bench.goals`): the JSON's "goals" and the goals table say met, missed or not measured.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from rich.console import Console
 from rich.table import Table
 
 from commands.handlers import Bus
+from commands.writer import AccountWriter
 from infra.bench.baseline import baseline_postgres, baseline_sqlite
 from infra.bench.figures import throughput
+from infra.bench.goals import format_figure, judge, with_unit
 from infra.bootstrap import bootstrap, open_ledger
 from infra.core import CoreUnavailableError, load_core
 from infra.settings import Settings
@@ -32,6 +35,11 @@ START_TS_NS = 1_767_225_600_000_000_000
 STEP_NS = 150_000_000  # 150 ms between commands: under the default order-rate limit
 ACCOUNT = "bench"
 SNAPSHOT_EVERY = 100  # orders between truth snapshots: the default policy gates on a fresh one
+NO_POSTGRES: Final = "no PostgreSQL (--pg-url none)"
+ACCOUNTS_MODULE: Final = "infra.bench.accounts"
+"""The 40-account case (helper C's module): `run(url, accounts=, rate=, commands=) -> dict`."""
+ACCOUNTS: Final = 40
+ACCOUNTS_RATE: Final = 2_000
 
 
 def order_flow(n: int, start: int = 0) -> list[wire.AnyCommand]:
@@ -111,33 +119,44 @@ def _durable(flow: list[wire.AnyCommand]) -> dict[str, float]:
     return throughput(latencies, elapsed)
 
 
+async def submit_flow(writer: AccountWriter, flow: list[wire.AnyCommand], *, window: int | None = None) -> dict[str, Any]:
+    """Submit `flow` to a started writer: the first command (the policy) alone, then the rest all
+    at once (or `window` at a time, to bound the futures in flight for a long flow); return the
+    commands/s and latencies from the first submission after the policy to the last durable answer."""
+    import asyncio
+
+    await writer.submit(flow[0])
+    latencies: list[float] = []
+
+    async def submit(command: wire.AnyCommand) -> None:
+        began = time.perf_counter()
+        await writer.submit(command)
+        latencies.append(time.perf_counter() - began)
+
+    rest = flow[1:]
+    step = window or len(rest) or 1
+    began = time.perf_counter()
+    for start in range(0, len(rest), step):
+        await asyncio.gather(*(submit(c) for c in rest[start : start + step]))
+    elapsed = time.perf_counter() - began
+    batches = sum(writer.batch_sizes.values())
+    return {**throughput(latencies, elapsed), "mean_batch": len(latencies) / batches if batches else 0}
+
+
 def _embedded_group_commit(flow: list[wire.AnyCommand], core: Any) -> dict[str, Any]:
     """The same commands through the group-commit writer into a fresh embedded ledger."""
     import asyncio
 
-    from commands.writer import AccountWriter
     from infra.writers import lease_store
 
     async def go(url: str) -> dict[str, Any]:
         ledger = open_ledger(url)
         writer = AccountWriter(ACCOUNT, lease_store(ledger), core, holder="titan-bench")
         await writer.start()
-        await writer.submit(flow[0])
-        latencies: list[float] = []
-
-        async def submit(command: wire.AnyCommand) -> None:
-            began = time.perf_counter()
-            await writer.submit(command)
-            latencies.append(time.perf_counter() - began)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(submit(c) for c in flow[1:]))
-        elapsed = time.perf_counter() - began
-        sizes = writer.batch_sizes
+        figures = await submit_flow(writer, flow)
         await writer.stop()
         ledger.close()
-        batches = sum(sizes.values())
-        return {**throughput(latencies, elapsed), "mean_batch": len(latencies) / batches if batches else 0}
+        return figures
 
     with tempfile.TemporaryDirectory() as directory:
         return asyncio.run(go("sqlite:///" + os.path.join(directory, "bench.db")))
@@ -199,45 +218,58 @@ def run(
 
         results["machine"]["postgresql"] = _postgres_version(pg_url)
         _timed(results, "postgres", lambda: postgres_run(pg_url, durable_n * 2, core=core))
+        _timed(results, "accounts", lambda: _accounts(pg_url, quick))
         _timed(results, "baseline_postgres", lambda: baseline_postgres(pg_url, min(durable_n, 2_000)))
+    else:
+        for key in ("postgres", "accounts", "baseline_postgres"):
+            results[key] = {"skipped": NO_POSTGRES}
     _timed(results, "replay_and_export", lambda: _replay_and_export(replay_records))
+    _timed(results, "start", lambda: _start(quick))
     _timed(results, "relay", lambda: _relay(quick))
     _timed(results, "console", lambda: _console(quick))
     if pg_url:
         _timed(results, "serve", lambda: _serve(pg_url, quick))
     else:
-        results["serve"] = {"skipped": "no PostgreSQL (--pg-url none)"}
+        results["serve"] = {"skipped": NO_POSTGRES}
     _ratios(results)
     results["noisy"] = bool(spreads) and statistics.fmean(spreads) > 0.2
+    results["goals"] = [judged.as_dict() for judged in judge(results)]
     return results
 
 
-def _replay_and_export(records: int) -> dict[str, Any]:
-    """Replay verify, projection rebuild and export on one demo ledger of about `records` records."""
-    import asyncio
+def _accounts(pg_url: str, quick: bool) -> dict[str, Any]:
+    """p50/p99 at 2,000 commands/s offered over 40 accounts into PostgreSQL (issue 14), from
+    `infra.bench.accounts` when that module is there; "unavailable" saying so when it is not."""
+    import importlib
 
-    from infra.bench.projections import measure as projections_measure
+    try:
+        module = importlib.import_module(ACCOUNTS_MODULE)
+    except ModuleNotFoundError as error:
+        if error.name != ACCOUNTS_MODULE:
+            raise
+        return {"unavailable": f"{ACCOUNTS_MODULE} is not in this tree yet (the 40-account case is not measured)"}
+    commands = ACCOUNTS_RATE * (2 if quick else 5)  # seconds of offered load, as the 1,000/s case
+    figures: dict[str, Any] = module.run(pg_url, accounts=ACCOUNTS, rate=ACCOUNTS_RATE, commands=commands)
+    return figures
+
+
+def _replay_and_export(records: int) -> dict[str, Any]:
+    """Replay verify (both cores, and the compiled one alone), projection rebuild and export on one
+    demo ledger of about `records` records, each in a child process of its own."""
     from infra.bench.replay import demo_ledger
     from infra.bench.replay import measure as replay_measure
-    from infra.read_models import open_store
 
     with tempfile.TemporaryDirectory() as directory:
         url = demo_ledger(Path(directory) / "bench.db", records)
-        figures = replay_measure(url, cores=("both",))
-        ledger = open_ledger(url, create=False)
+        return replay_measure(url, cores=("both", "compiled"), rebuild=True)
 
-        async def rebuild() -> dict[str, Any]:
-            store = await open_store(url)
-            try:
-                return await projections_measure(ledger, store, repeats=1)
-            finally:
-                await store.close()
 
-        try:
-            figures["projections"] = asyncio.run(rebuild())
-        finally:
-            ledger.close()
-        return figures
+def _start(quick: bool) -> dict[str, Any]:
+    """First decision after start on a 200,000-event account (20,000 with `quick`), in a fresh
+    process; the ledger is kept in TITAN_BENCH_CACHE when set."""
+    from infra.bench.start import run as start_run
+
+    return start_run(quick=quick)
 
 
 def _relay(quick: bool) -> dict[str, Any]:
@@ -275,8 +307,9 @@ def _ratios(results: dict[str, Any]) -> None:
 
 
 def _figure(r: dict[str, Any], key: str = "commands_per_second", unit: str = "/s") -> str:
-    if "unavailable" in r:
-        return "unavailable: " + str(r["unavailable"])[:120]
+    for reason in ("unavailable", "skipped"):
+        if reason in r:
+            return f"{reason}: " + str(r[reason])[:120]
     text = f"{r[key]:,.0f}{unit}"
     if "p50_ms" in r:
         text += f" (p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms)"
@@ -300,29 +333,33 @@ def print_results(console: Console, results: dict[str, Any]) -> None:
     table.add_row("baseline: eventsourcing Application, SQLite", _figure(results["baseline_sqlite"]))
     if "ratio_embedded_vs_baseline" in results:
         table.add_row("embedded group commit / baseline", f"{results['ratio_embedded_vs_baseline']:.1f}x")
-    pg = results.get("postgres")
-    if pg is not None:
-        if "unavailable" in pg:
-            table.add_row("PostgreSQL", _figure(pg))
-        else:
-            for key in ("batch_1", "batch_100", "adaptive", "offered"):
-                r = pg[key]
-                table.add_row(f"PostgreSQL, {r.get('label', key)}", _figure(r))
+    pg = results.get("postgres", {})
+    if "unavailable" in pg or "skipped" in pg:
+        table.add_row("PostgreSQL", _figure(pg))
+    elif pg:
+        for key in ("batch_1", "batch_100", "adaptive", "offered"):
+            r = pg[key]
+            table.add_row(f"PostgreSQL, {r.get('label', key)}", _figure(r))
+    _accounts_row(table, results.get("accounts", {}))
+    if "baseline_postgres" in results and "skipped" not in results["baseline_postgres"]:
         table.add_row("baseline: eventsourcing Application, PostgreSQL", _figure(results["baseline_postgres"]))
-        if "ratio_postgres_vs_baseline" in results:
-            table.add_row("PostgreSQL adaptive / baseline", f"{results['ratio_postgres_vs_baseline']:.1f}x")
+    if "ratio_postgres_vs_baseline" in results:
+        table.add_row("PostgreSQL adaptive / baseline", f"{results['ratio_postgres_vs_baseline']:.1f}x")
     replay = results["replay_and_export"]
     if "unavailable" in replay:
         table.add_row("replay / projections / export", _figure(replay))
     else:
         table.add_row(f"demo ledger for replay ({replay['records']:,} records)", "")
         for choice, r in replay["replay_verify"].items():
-            table.add_row(f"replay verify ({choice})", _figure(r, "records_per_second", " records/s"))
+            table.add_row(f"replay verify ({choice}){_memory(r)}", _figure(r, "records_per_second", " records/s"))
         if "export" in replay:
-            table.add_row("export", _figure(replay["export"], "rows_per_second", " rows/s"))
+            table.add_row(f"export{_memory(replay['export'])}", _figure(replay["export"], "rows_per_second", " rows/s"))
         rebuild = replay.get("projections", {})
         if "rebuild_all" in rebuild:
-            table.add_row("projection rebuild (all, one pass)", f"{rebuild['rebuild_all']['median']:,} records/s")
+            table.add_row(f"projection rebuild (all, one pass){_memory(rebuild)}", f"{rebuild['rebuild_all']['median']:,} records/s")
+        elif rebuild:
+            table.add_row("projection rebuild", _figure(rebuild))
+    _start_rows(table, results.get("start", {}))
     relay = results.get("relay", {})
     if "unavailable" in relay or "skipped" in relay:
         table.add_row("relay to JetStream", str(relay.get("unavailable") or relay.get("skipped"))[:120])
@@ -335,8 +372,65 @@ def print_results(console: Console, results: dict[str, Any]) -> None:
     _serve_rows(table, results.get("serve", {}))
     _console_rows(table, results.get("console", {}))
     console.print(table)
+    print_goals(console, results.get("goals", []))
     if results["noisy"]:
         console.print("[yellow]warning:[/] repeated runs differ by more than 20%: the machine is busy; figures are unreliable")
+
+
+def print_goals(console: Console, goals: list[dict[str, Any]]) -> None:
+    """The goals table: each goal's figure, the goal and its verdict (`infra.bench.goals.judge`)."""
+    table = Table("goal", "figure", "goal", "verdict", title="goals (issue 14's table and earlier issues)")
+    colours = {"met": "green", "missed": "red", "not measured": "yellow"}
+    for entry in goals:
+        verdict = entry["verdict"]
+        text = f"[{colours.get(verdict, 'white')}]{verdict}[/]"
+        if entry.get("why"):
+            text += f": {entry['why']}"
+        table.add_row(entry["name"], format_figure(entry["figure"], entry["unit"]), with_unit(entry["goal"], entry["unit"]), text)
+    console.print(table)
+
+
+def _memory(figures: dict[str, Any]) -> str:
+    """The child's own peak memory and CPU seconds, beside the figure's name."""
+    if "peak_rss_kb" not in figures:
+        return ""
+    text = f", peak RSS {figures['peak_rss_kb'] / 1024:.0f} MiB"
+    if figures.get("helper_peak_rss_kb"):
+        text += f" (+ second core {figures['helper_peak_rss_kb'] / 1024:.0f} MiB)"
+    if "cpu_s" in figures:
+        text += f", CPU {figures['cpu_s']:.1f} s"
+    return text
+
+
+def _accounts_row(table: Table, figures: dict[str, Any]) -> None:
+    """The 40-account case (issue 14)."""
+    if not figures or "skipped" in figures:
+        return
+    if "unavailable" in figures:
+        table.add_row(f"PostgreSQL, {ACCOUNTS} accounts at {ACCOUNTS_RATE:,}/s offered", _figure(figures))
+        return
+    mean = figures.get("mean_batch")
+    kept_up = figures.get("commands_per_s")
+    table.add_row(
+        f"PostgreSQL, {ACCOUNTS} accounts at {ACCOUNTS_RATE:,}/s offered" + (f" (mean batch {mean:.1f} per transaction)" if mean else ""),
+        (f"{kept_up:,.0f}/s kept up, " if isinstance(kept_up, int | float) else "") + f"p50 {figures['p50_ms']:.2f} ms, p99 {figures['p99_ms']:.2f} ms",
+    )
+
+
+def _start_rows(table: Table, figures: dict[str, Any]) -> None:
+    """First decision after start (issue 14)."""
+    if not figures:
+        return
+    if "unavailable" in figures:
+        table.add_row("first decision after start", _figure(figures))
+        return
+    built = "reused" if figures["reused"] else f"written in {figures['build_s']} s"
+    table.add_row(
+        f"first decision after start, one account of {figures['events']:,} events ({built}; "
+        f"{figures['records_read']:,} records read; child peak RSS {figures['peak_rss_kb'] / 1024:.0f} MiB)",
+        f"{figures['first_decision_ms']:,.1f} ms (open {figures['open_ms']:,.1f} + load {figures['load_ms']:,.1f} "
+        f"+ first answer {figures['first_answer_ms']:,.1f})",
+    )
 
 
 def _serve_rows(table: Table, serve: dict[str, Any]) -> None:

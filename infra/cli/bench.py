@@ -27,8 +27,10 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Every figure at a reduced size (under a minute).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Every figure side by side: both cores, embedded and PostgreSQL ledgers (group commit),
-    the eventsourcing baseline, replay verify, projection rebuild and export."""
+    """Every figure side by side: both cores, embedded and PostgreSQL ledgers (group commit,
+    one account and 40), the eventsourcing baseline, replay verify (both cores and the compiled
+    one alone), projection rebuild, export, the first decision after start; then every goal
+    with its verdict (met, missed, or not measured and why)."""
     import os
 
     from infra import bench as benchmark

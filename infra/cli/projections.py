@@ -128,9 +128,11 @@ def rebuild_cmd(name: NameArg = None, ledger: LedgerOpt = None, store: StoreOpt 
     projections = _select(name)
     show = not as_json and sys.stderr.isatty()
 
+    from infra.collector import tuned_for_pass
+
     async def work(lg: Ledger, st: ReadModelStore) -> list[dict[str, Any]]:
         head = await ledger_head(lg)
-        with _progress(show) as bar:
+        with _progress(show) as bar, tuned_for_pass():
             task = bar.add_task(f"rebuilding {', '.join(p.name for p in projections)}", total=head or None)
             done = await rebuild_many(lg, st, projections, on_batch=lambda _n, at: bar.update(task, completed=at))
         return [
