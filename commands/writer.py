@@ -13,12 +13,19 @@ repeats within a batch. When an append fails (a lost connection,
 a lost lease), every caller of that batch gets the error, never a success (its outcome is unknown
 when the connection dropped during commit: resubmitting the same command id is always safe), and
 the writer takes its lease again and reloads the account from the ledger before going on.
+
+With a snapshot store (`snapshots`), a writer starts from the newest trusted snapshot of its
+account and reads only the records after it, and takes a snapshot every `snapshot_every` account
+events, after answering the batch that crossed the mark, and when it stops (commands/snapshots.py).
+A snapshot is a cache: writing one never fails nor delays an answer (errors are logged and
+counted), and one that fails the trust rule is skipped, reported, and never used.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -38,11 +45,24 @@ from .envelope import account_stream, command_stream
 from .handlers import Decision, Outcome, decide_records, duplicate_outcome
 from .lease import LeaseRefused, LeaseStore, StreamLease
 from .ports import LedgerError, NewRecord, Record, VersionConflict
+from .snapshots import (
+    DEFAULT_SNAPSHOT_EVERY,
+    DEFAULT_SNAPSHOT_KEEP,
+    AccountStart,
+    SetBy,
+    SnapshotInfo,
+    Snapshots,
+    SnapshotSkip,
+    make_snapshot,
+    note_context,
+)
 
 DEFAULT_MAX_BATCH: Final = 500
 MAX_CONFLICTS: Final = 5
 DEFAULT_RECONNECT_TIMEOUT_S: Final = 30.0
 POLICY_ACTIVATED: Final = "policy.activated.v1"
+
+log = logging.getLogger("titan.writer")
 
 
 class WriterUnavailable(LedgerError):
@@ -135,9 +155,16 @@ class AccountWriter:
         expected_policy_hash: str | None = None,
         reconnect_timeout_s: float = DEFAULT_RECONNECT_TIMEOUT_S,
         on_commit: Callable[[int, float], None] | None = None,
+        snapshots: Snapshots | None = None,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        snapshot_keep: int = DEFAULT_SNAPSHOT_KEEP,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        if snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be 0 (no snapshots) or more, not {snapshot_every}")
+        if snapshot_keep < 0:
+            raise ValueError(f"snapshot_keep must be 0 (keep all) or more, not {snapshot_keep}")
         self.account_id = account_id
         self.stream_id = account_stream(account_id)
         self.max_batch = max_batch
@@ -157,6 +184,22 @@ class AccountWriter:
         self._task: asyncio.Task[None] | None = None
         self._failure: LedgerError | None = None
         self._stopping = False
+        self.snapshots = snapshots
+        """Where the writer starts from and takes its snapshots (None: the fold from zero, none taken)."""
+        self.snapshot_every = snapshot_every
+        self.snapshot_keep = snapshot_keep
+        self.snapshots_written = 0
+        """Snapshots this writer stored."""
+        self.snapshot_failures = 0
+        """Snapshots this writer could not take or store (logged; never an error for a caller)."""
+        self.snapshot_skips: list[SnapshotSkip] = []
+        """Snapshots the trust rule refused when this writer loaded its account (logged too)."""
+        self.started_from: SnapshotInfo | None = None
+        """The snapshot the last load started from (None: the fold from zero)."""
+        self._set_by: SetBy = {}
+        self._head: tuple[int, str] = (0, "")
+        self._snapshot_version = 0
+        self._snapshot_task: asyncio.Task[None] | None = None
 
     @property
     def state(self) -> Any:
@@ -206,12 +249,13 @@ class AccountWriter:
         return future
 
     async def stop(self) -> None:
-        """Commit what is queued, stop, and give the lease up."""
+        """Commit what is queued, take a last snapshot, stop, and give the lease up."""
         if not self._stopping:
             self._stopping = True
             self._queue.put_nowait(_STOP)
         if self._task is not None:
             await asyncio.shield(self._task)
+        await self._last_snapshot()
         await self._release_lease()
 
     # The loop ----------------------------------------------------------------------------
@@ -283,6 +327,7 @@ class AccountWriter:
                         known = await lease.first_records(streams)
                     continue
                 self._state, self._version = plan.state, plan.version
+                self._moved(sealed)
                 self.batch_sizes[len(batch)] += 1
                 if self.on_commit is not None:
                     self.on_commit(len(batch), time.perf_counter() - started)
@@ -291,6 +336,7 @@ class AccountWriter:
                     with contextlib.suppress(Exception):
                         _trace_batch(batch, plan, sealed, marks, append_start_ns, time.time_ns())
                 self._answer(batch, plan, sealed)
+                self._snapshot_if_due()
                 return
             raise WriterUnavailable(
                 f"the writer of {self.account_id!r} met {MAX_CONFLICTS} version conflicts in a row"
@@ -382,17 +428,36 @@ class AccountWriter:
     async def _take_lease_and_load(self) -> None:
         lease = await self._store.acquire_lease(self.stream_id, self.holder)
         try:
-            records = await lease.read_stream(self.stream_id)
-            state = fold(self._core, self._core.decider.initial_state(self.account_id), records)
+            start = await self._start()
+            records = await lease.read_stream(self.stream_id, after_version=start.version)
+            state = fold(self._core, start.state, records)
+            # The policy's activation: in the records read, else the one the snapshot names (the
+            # trust rule checked that it is this stream's record and activated the state's policy).
+            checked = records if start.policy_record is None else [start.policy_record, *records]
             verify_active_policy(
-                self.account_id, records, state.policy_hash or "", self.expected_policy_hash
+                self.account_id, checked, state.policy_hash or "", self.expected_policy_hash
             )
         except BaseException:
             await lease.release()
             raise
         self._lease = lease
         self._state = state
-        self._version = records[-1].version if records else 0
+        self._version = records[-1].version if records else start.version
+        self.started_from = start.snapshot
+        self._snapshot_version = start.version
+        if self.snapshots is not None:
+            self._set_by = dict(start.set_by)
+            self._head = (start.position, start.chain_hash)
+            self._moved(records)
+
+    async def _start(self) -> AccountStart:
+        """The newest trusted snapshot of the account (checked in a worker thread: it reads the
+        ledger and the store), else the initial state."""
+        if self.snapshots is None:
+            return AccountStart(self._core.decider.initial_state(self.account_id))
+        start = await asyncio.to_thread(self.snapshots.start, self._core, self.account_id)
+        self.snapshot_skips.extend(start.skipped)
+        return start
 
     async def _catch_up(self) -> None:
         assert self._lease is not None
@@ -400,6 +465,89 @@ class AccountWriter:
         if newer:
             self._state = fold(self._core, self._state, newer)
             self._version = newer[-1].version
+            self._moved(newer)
+
+    # Snapshots -----------------------------------------------------------------------------
+
+    def _moved(self, records: Sequence[Record]) -> None:
+        """Follow the account's records just folded or committed: the context references and the
+        last record (what a snapshot names), when snapshots are taken."""
+        if self.snapshots is None:
+            return
+        own = [record for record in records if record.stream_id == self.stream_id]
+        if own:
+            note_context(self._set_by, own)
+            self._head = (own[-1].position, str(own[-1].envelope.get("hash")))
+
+    def _snapshot_if_due(self) -> None:
+        """After a committed batch has been answered: start a snapshot when `snapshot_every`
+        events passed since the last one (one at a time; never an error for anyone)."""
+        if (
+            self.snapshots is None
+            or self.snapshot_every == 0
+            or self._version - self._snapshot_version < self.snapshot_every
+            or (self._snapshot_task is not None and not self._snapshot_task.done())
+        ):
+            return
+        work = self._snapshot_work()
+        if work is not None:
+            self._snapshot_task = asyncio.get_running_loop().create_task(
+                self._store_snapshot(work), name=f"titan-snapshot-{self.account_id}"
+            )
+
+    async def _last_snapshot(self) -> None:
+        """At stop: wait for the snapshot in flight, then take one of what came after it."""
+        task, self._snapshot_task = self._snapshot_task, None
+        if task is not None:
+            await task
+        if self.snapshots is not None and self.snapshot_every and self._version > self._snapshot_version:
+            work = self._snapshot_work()
+            if work is not None:
+                await self._store_snapshot(work)
+
+    def _snapshot_work(self) -> Callable[[], bool] | None:
+        """Encode the committed state now, on the writer's loop (no decision runs meanwhile), and
+        return the rest (canonical JSON, hash, store) for a worker thread; None if it failed."""
+        snapshots = self.snapshots
+        assert snapshots is not None
+        try:
+            module = self._core.snapshot
+            data = module.state_to_snapshot(self._state)
+            version, (position, chain_hash) = self._version, self._head
+            set_by = {kind: dict(ref) for kind, ref in self._set_by.items()}
+            core_format = module.SNAPSHOT_FORMAT
+        except Exception as error:  # noqa: BLE001 - a snapshot is a cache: never an error for a caller
+            self._snapshot_failed(error)
+            return None
+        self._snapshot_version = version  # the next one after another snapshot_every events
+        keep = self.snapshot_keep
+
+        def store() -> bool:
+            snapshot = make_snapshot(
+                core_format, data, stream_id=self.stream_id, version=version, position=position,
+                chain_hash=chain_hash, set_by=set_by, created_ns=time.time_ns(),
+            )
+            written = snapshots.store.save(snapshot)
+            if keep:
+                snapshots.store.prune(self.stream_id, keep)
+            return written
+
+        return store
+
+    async def _store_snapshot(self, work: Callable[[], bool]) -> None:
+        try:
+            written = await asyncio.to_thread(work)
+        except Exception as error:  # noqa: BLE001 - logged and counted, never raised
+            self._snapshot_failed(error)
+        else:
+            self.snapshots_written += written  # False: that version had one already
+
+    def _snapshot_failed(self, error: Exception) -> None:
+        self.snapshot_failures += 1
+        log.warning(
+            "the writer of %r could not take a snapshot at version %s: %s: %s",
+            self.account_id, self._version, type(error).__name__, error,
+        )
 
     async def _recover(self) -> None:
         await self._release_lease()

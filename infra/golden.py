@@ -26,11 +26,18 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import orjson
 
 from replay.export import file_sha256
+
+if TYPE_CHECKING:
+    from commands.handlers import Bus, Outcome
+    from commands.ports import Ledger
+    from commands.writer import GroupCommitBus
+    from replay.verify import ReplayReport
+    from schemas import commands as wire
 
 GOLDEN_DIR: Final = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "golden"
 MANIFEST_NAME: Final = "golden.json"
@@ -38,14 +45,17 @@ MANIFEST_NAME: Final = "golden.json"
 
 @dataclass(frozen=True)
 class GoldenSpec:
-    """How one golden ledger is made: a seeded `titan demo`, or `titan submit` of a command file."""
+    """How one golden ledger is made: a seeded `titan demo`, `titan submit` of a command file, or
+    a seeded demo through the group-commit writer with snapshots ("writer-demo")."""
 
     name: str
-    kind: str  # "demo" or "submit"
+    kind: str  # "demo", "submit" or "writer-demo"
     seed: int = 0
     orders: int = 0
     source: str = ""  # for "submit": a JSON-lines file next to the ledger
     note: str = ""
+    snapshot_every: int = 0  # for "writer-demo": the writer's snapshot_every
+    restart_every: int = 0  # for "writer-demo": commands between two restarts of the writers
 
     @property
     def file(self) -> str:
@@ -92,6 +102,17 @@ SPECS: Final = (
         note="a session across 00:00 UTC (a command at the day's last nanosecond, the next at midnight: "
         "budget.day_rolled with the day's loss) and orders priced exactly at the 150 bps collar (accepted) "
         "and one tick beyond it (PRICE_COLLAR), on both sides and two tick sizes",
+    ),
+    GoldenSpec(
+        "writer-snapshots-seed7-orders120",
+        "writer-demo",
+        seed=7,
+        orders=120,
+        snapshot_every=25,
+        restart_every=40,
+        note="the demo through the group-commit writer, snapshotting every 25 events and at each stop, "
+        "stopped and started again every 40 commands (each start loads the account from its newest "
+        "snapshot): the ledger's titan_snapshots table is checked with it",
     ),
 )
 """Every golden ledger, oldest first. Add new ones at the end; never remove or redefine one."""
@@ -142,6 +163,12 @@ def _write(spec: GoldenSpec, target: Path, directory: Path) -> dict[str, Any]:
         bus = bootstrap(Settings(ledger_url=url), ledger=ledger)
         if spec.kind == "demo":
             run_demo(bus, seed=spec.seed, orders=spec.orders, ledger_url=url, progress=False)
+        elif spec.kind == "writer-demo":
+            writers = _WriterBus(ledger, bus.ctx.core, spec.snapshot_every, spec.restart_every)
+            try:
+                run_demo(cast("Bus", writers), seed=spec.seed, orders=spec.orders, ledger_url=url, progress=False)
+            finally:
+                writers.close()
         elif spec.kind == "submit":
             ensure_initialized(bus, "main")  # as `titan submit` does for its account
             lines = (directory / spec.source).read_bytes().splitlines()
@@ -152,12 +179,85 @@ def _write(spec: GoldenSpec, target: Path, directory: Path) -> dict[str, Any]:
             raise ValueError(f"unknown golden kind {spec.kind!r}")
         core_kind = bus.ctx.core.kind
         position, head_hash, count = ledger.head()
+        snapshots = _snapshot_count(ledger)
     finally:
         ledger.close()
     # Leave one self-contained file: no -wal/-shm beside it (titan's close already checkpoints).
     with sqlite3.connect(target) as connection:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return {"core": core_kind, "head_position": position, "head_hash": head_hash, "records": count}
+    facts = {"core": core_kind, "head_position": position, "head_hash": head_hash, "records": count}
+    return facts | ({"snapshots": snapshots} if snapshots else {})
+
+
+def _snapshot_count(ledger: Ledger) -> int:
+    from .writers import snapshot_store
+
+    store = snapshot_store(ledger)
+    if store is None:
+        return 0
+    try:
+        return store.count()
+    finally:
+        store.close()
+
+
+class _WriterBus:
+    """The demo's bus (`handle`, `state`, `ctx`) over group-commit writers with snapshots: every
+    `restart_every` commands the writers stop (each takes a last snapshot) and new ones start,
+    loading their account from its newest trusted snapshot. Were a start from a snapshot to decide
+    differently from the fold, `titan replay verify` of the ledger would say so."""
+
+    def __init__(self, ledger: Ledger, core: Any, snapshot_every: int, restart_every: int) -> None:
+        from adapters.loop_thread import LoopThread
+        from commands.handlers import Context
+
+        from .writers import lease_store, ledger_snapshots
+
+        self.ctx = Context(ledger, core)
+        self._store = lease_store(ledger)
+        self._snapshots = ledger_snapshots(ledger)
+        if self._snapshots is None:
+            raise ValueError("a writer-demo golden ledger needs a ledger with a snapshot store")
+        self._snapshot_every = snapshot_every
+        self._restart_every = restart_every
+        self._loop = LoopThread("titan-golden-writers")
+        self._bus: GroupCommitBus | None = None
+        self._handled = 0
+
+    def handle(self, command: wire.AnyCommand) -> Outcome:
+        if self._bus is None or self._handled % self._restart_every == 0:
+            self._restart()
+        self._handled += 1
+        assert self._bus is not None
+        return self._loop.run(self._bus.handle(command))
+
+    def state(self, account_id: str) -> Any:
+        if self._bus is None:
+            self._restart()
+        assert self._bus is not None
+        return self._loop.run(self._bus.writer(account_id)).state
+
+    def close(self) -> None:
+        try:
+            if self._bus is not None:
+                self._loop.run(self._bus.stop())
+        finally:
+            self._loop.close()
+            assert self._snapshots is not None
+            self._snapshots.close()
+
+    def _restart(self) -> None:
+        from commands.writer import GroupCommitBus
+
+        if self._bus is not None:
+            self._loop.run(self._bus.stop())
+        self._bus = GroupCommitBus(
+            self._store,
+            self.ctx.core,
+            snapshots=self._snapshots,
+            snapshot_every=self._snapshot_every,
+            snapshot_keep=0,  # every snapshot stays, for the gate to prove
+        )
 
 
 def regenerate(names: list[str], *, overwrite: bool, directory: Path = GOLDEN_DIR) -> list[str]:
@@ -185,7 +285,12 @@ def regenerate(names: list[str], *, overwrite: bool, directory: Path = GOLDEN_DI
             "file": spec.file,
             "kind": spec.kind,
             "note": spec.note,
-            **({"seed": spec.seed, "orders": spec.orders} if spec.kind == "demo" else {"source": spec.source}),
+            **({"seed": spec.seed, "orders": spec.orders} if spec.kind != "submit" else {"source": spec.source}),
+            **(
+                {"snapshot_every": spec.snapshot_every, "restart_every": spec.restart_every}
+                if spec.kind == "writer-demo"
+                else {}
+            ),
             **facts,
             "sha256": file_sha256(final),
             "written_by": {"titan_version": titan_version(), "git_commit": _git_commit()},
@@ -210,6 +315,7 @@ def check(directory: Path = GOLDEN_DIR) -> int:
 
     from .core import load_cores
     from .read_models import READ_SIDE
+    from .writers import snapshot_store
 
     failures = 0
     for name, entry in load_manifest(directory)["ledgers"].items():
@@ -217,14 +323,31 @@ def check(directory: Path = GOLDEN_DIR) -> int:
             copy = Path(scratch) / entry["file"]
             copy.write_bytes((directory / entry["file"]).read_bytes())
             ledger = open_ledger("sqlite:///" + str(copy), create=False)
+            snapshots = snapshot_store(ledger)
             try:
-                report = verify_replay(ledger, load_cores("both"), read_side=READ_SIDE)
+                report = verify_replay(ledger, load_cores("both"), read_side=READ_SIDE, snapshots=snapshots)
             finally:
+                if snapshots is not None:
+                    snapshots.close()
                 ledger.close()
-        status = "ok" if report.ok else "DIVERGED"
+        ok = report.ok and snapshots_as_recorded(entry, report)
+        status = "ok" if ok else "DIVERGED"
         print(f"{status:8} {name}: {report.summary()}")
-        failures += not report.ok
+        failures += not ok
     return 1 if failures else 0
+
+
+def snapshots_as_recorded(entry: dict[str, Any], report: ReplayReport) -> bool:
+    """Whether the gate proved exactly the snapshots the golden ledger was written with (a file
+    that lost its snapshots, or gained some, no longer covers what it was made to cover)."""
+    expected = int(entry.get("snapshots", 0))
+    found = report.snapshots
+    stored = found.stored if found is not None else 0
+    proved = found.proved if found is not None else 0
+    if (stored, proved) != (expected, expected):
+        print(f"         {entry['file']}: {stored} snapshots stored, {proved} proved; golden.json says {expected}")
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.action == "list":
         for name, entry in load_manifest()["ledgers"].items():
-            made = f"seed {entry['seed']}, {entry['orders']} orders" if entry["kind"] == "demo" else entry["source"]
+            made = f"seed {entry['seed']}, {entry['orders']} orders" if "demo" in entry["kind"] else entry["source"]
             print(f"{name}: {entry['kind']} ({made}), {entry['records']} records, written by {entry['written_by']}")
         return 0
     return check()

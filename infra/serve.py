@@ -50,7 +50,7 @@ from schemas import commands as wire
 from .read_models import open_store, store_url_for
 from .settings import Settings
 from .submit import INIT_ACTOR, default_policy, init_id
-from .writers import lease_store
+from .writers import lease_store, snapshot_options
 
 SERVE_LEASE: Final = f"serve-{subjects.CMD_STREAM}"
 """The lease that makes one serve the intake's leader for a ledger."""
@@ -114,6 +114,7 @@ class Service:
         self.gateway_metrics = GatewayMetrics(self.registry)
         self._leader = Gauge("titan_serve_leader", "1 while this serve leads the intake (0: standby)", registry=self.registry)
         self._store: LeaseStore = lease_store(ledger)
+        self._snapshot_options = snapshot_options(ledger, settings)
         self._leases: list[StreamLease] = []
         self.bus: GroupCommitBus | None = None
 
@@ -155,6 +156,8 @@ class Service:
             health.cancel()
             await asyncio.gather(health, return_exceptions=True)
             await self._release()
+            if "snapshots" in self._snapshot_options:
+                await asyncio.to_thread(self._snapshot_options["snapshots"].close)
 
     async def _watch_lease(self, lease: StreamLease, lost: asyncio.Event, stop: asyncio.Event) -> None:
         """Ask the lease's own session, every poll, whether it is still there."""
@@ -202,6 +205,7 @@ class Service:
             self.core,
             holder=f"{holder_name('serve')}",
             on_commit=self.intake_metrics.committed,
+            **self._snapshot_options,
         )
         self.bus = bus
         try:

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
         description="Which execution core decides: the mypyc-compiled one, the interpreted one, or "
         "compiled when it is built (TITAN_CORE)",
     )
+    snapshot_every: int = Field(
+        1000,
+        ge=0,
+        le=1_000_000_000,
+        description="A group-commit writer snapshots its account's state beside the ledger every this "
+        "many events and when it stops, and starts from the newest trusted snapshot; 0: no snapshots "
+        "written or read by writers (TITAN_SNAPSHOT_EVERY)",
+    )
     max_future_skew_s: int = Field(
         300,
         ge=0,

@@ -1,13 +1,20 @@
-"""Wiring of the group-commit writer: the lease store each kind of ledger gives it."""
+"""Wiring of the group-commit writer: the lease store each kind of ledger gives it, and the
+snapshot store beside each kind of ledger."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
+from adapters.leased_ledger import LeasedLedger
 from adapters.sqlite.lease import LocalLeaseStore
 from adapters.sqlite.ledger import MEMORY, SQLiteLedger
+from adapters.sqlite.snapshots import SQLiteSnapshotStore
 from commands.lease import LeaseStore
-from commands.ports import Ledger
+from commands.ports import Ledger, LedgerError
+from commands.snapshots import Snapshots, SnapshotStore, log
+
+from .settings import Settings
 
 
 def lease_store(ledger: Ledger) -> LeaseStore:
@@ -26,3 +33,41 @@ def lease_store(ledger: Ledger) -> LeaseStore:
     if isinstance(ledger, PostgresLedger):
         return ledger
     return LocalLeaseStore(ledger)
+
+
+def snapshot_store(ledger: Ledger) -> SnapshotStore | None:
+    """The snapshots beside a ledger: in its file (embedded) or its database (PostgreSQL); None
+    for any other ledger. Read-only for a ledger opened read-only."""
+    if isinstance(ledger, LeasedLedger):
+        ledger = ledger.inner
+    if isinstance(ledger, SQLiteLedger):
+        return SQLiteSnapshotStore.for_ledger(ledger)
+    from adapters.postgres.ledger import PostgresLedger
+
+    if isinstance(ledger, PostgresLedger):
+        from adapters.postgres.snapshots import PostgresSnapshotStore
+
+        return PostgresSnapshotStore(ledger.url, connect_timeout_s=ledger.connect_timeout_s)
+    return None
+
+
+def ledger_snapshots(ledger: Ledger) -> Snapshots | None:
+    """A ledger's snapshots with the ledger they are checked against (None when it has none, or
+    they cannot be opened: a reader then folds from zero, as without snapshots; logged)."""
+    try:
+        store = snapshot_store(ledger)
+    except LedgerError as error:
+        log.warning("the ledger's snapshots cannot be opened (folding from zero): %s", error)
+        return None
+    return Snapshots(store, ledger) if store is not None else None
+
+
+def snapshot_options(ledger: Ledger, settings: Settings) -> dict[str, Any]:
+    """The group-commit writer's snapshot options (`AccountWriter(..., **options)`) for a ledger:
+    none when `snapshot_every` is 0. The caller closes `options["snapshots"]` when done."""
+    if settings.snapshot_every == 0:
+        return {}
+    snapshots = ledger_snapshots(ledger)
+    if snapshots is None:
+        return {}
+    return {"snapshots": snapshots, "snapshot_every": settings.snapshot_every}

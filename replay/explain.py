@@ -14,7 +14,8 @@
 Only the account's own stream is read, in position order (version order within a stream), from
 a start point up to the decision and then after it until the order is closed. A caller that keeps
 the account folded (the console) passes a `StartPoint` near the decision, so a trace costs the
-records since that point rather than the whole stream.
+records since that point rather than the whole stream; `titan explain` starts from the newest
+trusted stored snapshot before the decision (`snapshot_start`), which carries its `set_by`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, Final
 from commands.accounts import fold
 from commands.envelope import account_stream, command_stream
 from commands.ports import Ledger, Record, RecordFilter
+from commands.snapshots import ORDER_FLOW_TYPES, AccountStart, Snapshots, context_ref
 from commands.views import state_view
 
 from .points import format_ns
@@ -39,19 +41,6 @@ SLIPPAGE_QUANTUM: Final = Decimal("0.01")
 PRICE_QUANTUM: Final = Decimal("0.00000001")
 ORDINARY_DIGITS: Final = 14
 
-# Event types of the order flow itself; every other account event type sets context.
-ORDER_FLOW_TYPES: Final = frozenset(
-    {
-        "order.accepted.v1",
-        "order.rejected.v1",
-        "order.acknowledged.v1",
-        "order.filled.v1",
-        "order.cancel_requested.v1",
-        "order.cancelled.v1",
-        "order.venue_rejected.v1",
-        "command.rejected.v1",
-    }
-)
 TERMINAL_TYPES: Final = frozenset({"order.cancelled.v1", "order.venue_rejected.v1"})
 FIRST_PAGE: Final = 64
 """Records of the first page read after a point: an order is usually closed a few records on."""
@@ -98,6 +87,23 @@ class StartPoint:
 def initial_point(core: Any, account_id: str) -> StartPoint:
     """An account before its first record."""
     return StartPoint(core.decider.initial_state(account_id), 0, 0, {})
+
+
+def point_of(start: AccountStart) -> StartPoint:
+    """A start point from where a fold of the account begins (a trusted stored snapshot)."""
+    set_by = {kind: with_time(ref) for kind, ref in start.set_by.items()}
+    return StartPoint(start.state, start.version, start.position, set_by)
+
+
+def snapshot_start(ledger: Ledger, core: Any, snapshots: Snapshots, ident: str) -> StartPoint | None:
+    """The newest trusted stored snapshot of the subject's account before its decision, as a
+    start point (None when there is none: the trace then starts from the first record)."""
+    subject = find_subject(ledger, ident)
+    before = subject.first_event_position - 1
+    if before < 1:
+        return None
+    start = snapshots.start(core, subject.account_id, max_position=before)
+    return point_of(start) if start.snapshot is not None else None
 
 
 def advance(core: Any, point: StartPoint, records: Sequence[Record]) -> StartPoint:
@@ -158,15 +164,19 @@ def _plain(value: Decimal) -> str:
 
 
 def _ref(record: Record) -> dict[str, Any]:
-    envelope = record.envelope
+    return with_time(context_ref(record))
+
+
+def with_time(ref: Mapping[str, Any]) -> dict[str, Any]:
+    """A record reference (`commands.snapshots.context_ref`) as a trace shows it: with its time."""
     return {
-        "position": record.position,
-        "event_id": envelope.get("event_id"),
-        "type": record.type,
-        "ts_ns": envelope.get("ts_ns"),
-        "time": format_ns(int(envelope.get("ts_ns", 0))),
-        "command_id": envelope.get("command_id"),
-        "actor": envelope.get("actor"),
+        "position": ref["position"],
+        "event_id": ref["event_id"],
+        "type": ref["type"],
+        "ts_ns": ref["ts_ns"],
+        "time": format_ns(int(ref["ts_ns"] if ref["ts_ns"] is not None else 0)),
+        "command_id": ref["command_id"],
+        "actor": ref["actor"],
     }
 
 

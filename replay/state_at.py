@@ -9,6 +9,12 @@ open orders, policy, mode, and the Brain's parts as they join it — `titan repl
 - `--until TIME`: per account, every event whose time (`ts_ns`, the command's time) is at or
   before it. Time never runs backwards within an account stream, so this is a prefix of each
   stream; across accounts, positions and times need not agree, which is why it is per account.
+
+Given the ledger's snapshots, each account starts from its newest trusted snapshot at or before
+the cut (commands/snapshots.py) and only the records after it are folded; the records before it
+are still read (they name the accounts and the ledger's first time), so the result is the fold's,
+field for field. Should a record covered by the snapshot lie beyond a time cut (time ran backwards
+in a stream: no titan writes that), the replay is done again without snapshots.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from commands.accounts import fold
-from commands.ports import Ledger
+from commands.ports import Ledger, LedgerError
+from commands.snapshots import AccountStart, Snapshots, record_at
 from commands.views import state_view
 
 from .points import POSITION, Point, format_ns
@@ -38,6 +45,8 @@ class AccountAt:
     version: int = 0
     last_position: int = 0
     last_ts_ns: int = 0
+    start: AccountStart | None = None
+    """The snapshot it started from, when it did (its records up to there are not folded)."""
 
 
 @dataclass
@@ -48,6 +57,7 @@ class StateAt:
     head_position: int
     accounts: dict[str, AccountAt] = field(default_factory=dict)
     records_read: int = 0
+    records_folded: int = 0
 
     def as_dict(self, core: Any) -> dict[str, Any]:
         """JSON form: the cut, then each account's state view."""
@@ -74,6 +84,10 @@ class StateAt:
         }
 
 
+class _NotAPrefix(Exception):
+    """A record a snapshot covers lies beyond the cut: replay without snapshots."""
+
+
 def replay_state(
     ledger: Ledger,
     core: Any,
@@ -81,14 +95,33 @@ def replay_state(
     account_id: str | None = None,
     *,
     progress: Callable[[int], None] | None = None,
+    snapshots: Snapshots | None = None,
 ) -> StateAt:
-    """Fold every account stream (or one) up to a point; raise ReplayInputError for a point the
-    ledger does not have or an account it does not know."""
+    """Fold every account stream (or one) up to a point, each from its newest trusted snapshot
+    at or before it when `snapshots` are given; raise ReplayInputError for a point the ledger
+    does not have or an account it does not know."""
     head_position = ledger.head()[0]
     if until is not None and until.kind == POSITION and until.value > head_position:
         raise ReplayInputError(
             f"position {until.value} is beyond the ledger's head (position {head_position})"
         )
+    if snapshots is not None:
+        try:
+            return _replay(ledger, core, until, account_id, head_position, progress, snapshots)
+        except _NotAPrefix:
+            pass
+    return _replay(ledger, core, until, account_id, head_position, progress, None)
+
+
+def _replay(
+    ledger: Ledger,
+    core: Any,
+    until: Point | None,
+    account_id: str | None,
+    head_position: int,
+    progress: Callable[[int], None] | None,
+    snapshots: Snapshots | None,
+) -> StateAt:
     result = StateAt(until, head_position)
     first_ts: int | None = None
     known: set[str] = set()
@@ -110,13 +143,30 @@ def replay_state(
         known.add(stream_id[len(ACCOUNT_PREFIX) :])
         if stream_filter is not None and stream_id != stream_filter:
             continue
-        if until is not None and until.kind != POSITION and ts_ns > until.value:
-            continue
         name = stream_id[len(ACCOUNT_PREFIX) :]
         at = result.accounts.get(name)
+        start = at.start if at is not None else None
+        if at is not None and start is not None and record.version <= start.version:
+            # Covered by the snapshot: not folded, but it must be part of the cut.
+            if until is not None and until.kind != POSITION and ts_ns > until.value:
+                raise _NotAPrefix
+            if record.version == start.version and record.position != start.position:
+                raise _NotAPrefix
+            at.version, at.last_position, at.last_ts_ns = record.version, record.position, ts_ns
+            continue
+        if until is not None and until.kind != POSITION and ts_ns > until.value:
+            continue
         if at is None:
-            at = result.accounts[name] = AccountAt(name, core.decider.initial_state(name))
+            at = result.accounts[name] = _account_at(ledger, core, name, until, head_position, snapshots)
+            if at.start is not None:
+                if record.version > at.start.version or (
+                    record.version == at.start.version and record.position != at.start.position
+                ):
+                    raise _NotAPrefix  # not the stream's records as the snapshot saw them
+                at.version, at.last_position, at.last_ts_ns = record.version, record.position, ts_ns
+                continue
         at.state = fold(core, at.state, (record,))
+        result.records_folded += 1
         at.version = record.version
         at.last_position = record.position
         at.last_ts_ns = ts_ns
@@ -129,3 +179,38 @@ def replay_state(
         listing = ", ".join(sorted(known)) or "none"
         raise ReplayInputError(f"no account {account_id!r} in this ledger (accounts: {listing})")
     return result
+
+
+def _account_at(
+    ledger: Ledger, core: Any, name: str, until: Point | None, head_position: int, snapshots: Snapshots | None
+) -> AccountAt:
+    """An account met for the first time: at its newest trusted snapshot within the cut, if any."""
+    at = AccountAt(name, core.decider.initial_state(name))
+    if snapshots is None:
+        return at
+    upto = until.value if until is not None and until.kind == POSITION else head_position
+    max_version = None
+    if until is not None and until.kind != POSITION:
+        max_version = _last_version_by(ledger, snapshots, ACCOUNT_PREFIX + name, until.value, upto)
+        if max_version is None:
+            return at
+    start = snapshots.start(core, name, max_version=max_version, max_position=upto)
+    if start.snapshot is not None:
+        at.state, at.start = start.state, start
+    return at
+
+
+def _last_version_by(ledger: Ledger, snapshots: Snapshots, stream_id: str, ts_ns: int, upto: int) -> int | None:
+    """The newest snapshot version of a stream whose record is at or before a time (from the
+    store's listing and one record read per candidate, newest first), None when there is none."""
+    try:
+        listing = snapshots.store.listing(stream_id)
+    except LedgerError:  # an unreadable store: no snapshot, the fold from zero
+        return None
+    for info in reversed(listing):
+        if info.position > upto:
+            continue
+        record = record_at(ledger, info.position)
+        if record is not None and int(record.envelope.get("ts_ns", 0)) <= ts_ns:
+            return info.version
+    return None

@@ -16,6 +16,12 @@ How records are matched to their command: a command record (`command.recorded.v1
 ids of the events it produced (`data.event_ids`); those events come before it in position order
 (they are appended in the same transaction). Account-stream records are held until the command
 record that names them arrives; any left over at the end were produced by no recorded command.
+
+Given the ledger's snapshot store, the gate also proves every stored snapshot (`SnapshotProof`):
+when the fold from zero reaches a snapshot's version, the snapshot must pass the trust rule and
+hold exactly the bytes of the state there (and its `set_by` the references there); every one that
+does not, and every one whose version the ledger never reaches, is a finding and fails the gate.
+The gate never starts from a snapshot.
 """
 
 from __future__ import annotations
@@ -26,16 +32,25 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, cast
 
 import orjson
 from pydantic import ValidationError
 
+from commands.accounts import fold
 from commands.chain import CorruptRecord, seal
 from commands.envelope import COMMAND_RECORDED
 from commands.handlers import decide_records
-from commands.ports import Ledger, NewRecord, Record
+from commands.ports import Ledger, LedgerError, NewRecord, Record
+from commands.snapshots import (
+    SetBy,
+    SnapshotInfo,
+    SnapshotStore,
+    UntrustedSnapshot,
+    note_context,
+    trusted,
+)
 from commands.translate import InvalidCommand
 from schemas import commands as wire
 from schemas.canonical import canonical_bytes
@@ -56,6 +71,12 @@ MISSING_EVENT: Final = "MISSING_EVENT"
 ORPHAN_EVENT: Final = "ORPHAN_EVENT"
 UNEXPLAINED_RECORD: Final = "UNEXPLAINED_RECORD"
 PROJECTION_DIGEST: Final = "PROJECTION_DIGEST"
+# Snapshot findings (stable strings in `--json`).
+SNAPSHOT_UNTRUSTED: Final = "SNAPSHOT_UNTRUSTED"
+SNAPSHOT_DIFFERS: Final = "SNAPSHOT_DIFFERS"
+SNAPSHOT_UNREACHED: Final = "SNAPSHOT_UNREACHED"
+MAX_SNAPSHOT_FINDINGS: Final = 100
+"""Findings listed one by one; the count covers them all."""
 
 ACCOUNT_PREFIX: Final = "account-"
 COMMAND_PREFIX: Final = "command-"
@@ -120,10 +141,15 @@ class ReplayReport:
     elapsed_s: float = 0.0
     projections: dict[str, Any] | None = None
     chain_broken: bool = False
+    snapshots: SnapshotReport | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.chain_broken and self.divergence is None
+        return (
+            not self.chain_broken
+            and self.divergence is None
+            and (self.snapshots is None or self.snapshots.ok)
+        )
 
     @property
     def cores_run(self) -> list[str]:
@@ -143,9 +169,10 @@ class ReplayReport:
         cores = " and ".join(self.cores_run)
         if self.divergence is not None:
             return f"diverged ({self.divergence.kind}): {self.divergence.message}"
+        proved = self.snapshots.summary() if self.snapshots is not None else ""
         return (
             f"{self.commands} commands, {self.records} records re-decided identically by the {cores} "
-            f"core{'s' if len(self.cores_run) > 1 else ''}"
+            f"core{'s' if len(self.cores_run) > 1 else ''}" + (f"; {proved}" if proved else "")
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -164,7 +191,190 @@ class ReplayReport:
             "records_per_second": round(self.records_per_second, 1),
             "divergence": self.divergence.as_dict() if self.divergence is not None else None,
             "projections": self.projections,
+            "snapshots": self.snapshots.as_dict() if self.snapshots is not None else None,
         }
+
+
+@dataclass(frozen=True)
+class SnapshotFinding:
+    """A stored snapshot the gate could not prove: untrusted, different from the fold, or of a
+    version the ledger never reaches."""
+
+    kind: str
+    stream_id: str
+    version: int
+    position: int
+    message: str
+    code: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "kind": self.kind,
+            "code": self.code,
+            "stream_id": self.stream_id,
+            "version": self.version,
+            "position": self.position,
+            "message": self.message,
+        }
+
+
+@dataclass
+class SnapshotReport:
+    """What the gate found of the ledger's stored snapshots."""
+
+    stored: int = 0
+    proved: int = 0
+    findings: list[SnapshotFinding] = field(default_factory=list)
+    finding_count: int = 0
+    unchecked: int = 0
+    """Snapshots not reached because the gate stopped at a divergence (they prove nothing then)."""
+    unavailable: str | None = None
+    """Why the store could not be read (the gate then proves none)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.finding_count == 0 and self.unavailable is None
+
+    def summary(self) -> str:
+        """A clause for the gate's summary line ("" when there is nothing to say)."""
+        if self.unavailable is not None:
+            return f"snapshots NOT CHECKED: {self.unavailable}"
+        if self.finding_count:
+            return f"{self.finding_count} of {self.stored} snapshots NOT proved"
+        return f"{self.proved} snapshots proved" if self.stored else ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "ok": self.ok,
+            "stored": self.stored,
+            "proved": self.proved,
+            "finding_count": self.finding_count,
+            "unchecked": self.unchecked,
+            "unavailable": self.unavailable,
+            "findings": [finding.as_dict() for finding in self.findings],
+        }
+
+
+class SnapshotProof:
+    """Proves each stored snapshot against the state the gate's fold reaches at its version."""
+
+    def __init__(self, store: SnapshotStore, ledger: Ledger, core: Any) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.core = core
+        self.report = SnapshotReport()
+        self.pending: dict[str, deque[SnapshotInfo]] = {}
+        self.set_by: dict[str, SetBy] = {}
+        try:
+            listing = store.listing()
+        except LedgerError as error:
+            self.report.unavailable = str(error)[:300]
+            return
+        self.report.stored = len(listing)
+        for info in listing:
+            self.pending.setdefault(info.stream_id, deque()).append(info)
+        for stream_id, infos in self.pending.items():
+            self.pending[stream_id] = deque(sorted(infos, key=lambda info: _int_or_zero(info.version)))
+            self.set_by[stream_id] = {}
+
+    def after_command(self, stream_id: str, before: tuple[Any, int], events: list[Record], after: Any) -> None:
+        """A command re-decided identically: prove the snapshots of its account stream whose
+        versions its events reach (the state after each event is the fold's there)."""
+        infos = self.pending.get(stream_id)
+        if infos is None:
+            return
+        state, version = before
+        set_by = self.set_by[stream_id]
+        done = 0  # how many of the command's events `state` and `set_by` have taken in
+        while infos and _int_or_zero(infos[0].version) <= version + len(events):
+            info = infos.popleft()
+            reached = _int_or_zero(info.version) - version
+            if reached <= done:  # a version the fold has passed (or none): nothing to prove it by
+                self._unreached(info)
+                continue
+            taken = events[done:reached]
+            note_context(set_by, taken)
+            state = after if reached == len(events) else fold(self.core, state, taken)
+            done = reached
+            self._prove(info, state, set_by)
+        note_context(set_by, events[done:])
+
+    def finish(self, complete: bool) -> SnapshotReport:
+        """The report; the snapshots never reached are findings when the whole ledger was folded."""
+        for infos in self.pending.values():
+            for info in infos:
+                if complete:
+                    self._unreached(info)
+                else:
+                    self.report.unchecked += 1
+        self.pending = {}
+        return self.report
+
+    def _prove(self, info: SnapshotInfo, state: Any, set_by: SetBy) -> None:
+        try:
+            snapshot = self.store.get(info.stream_id, info.version)
+            if snapshot is None:
+                raise UntrustedSnapshot("NO_SNAPSHOT", "it was removed from the store while the gate ran")
+            found = trusted(self.core, snapshot, self.ledger)
+        except UntrustedSnapshot as refused:
+            self._find(SNAPSHOT_UNTRUSTED, info, f"fails the trust rule: {refused.message}", refused.code)
+            return
+        except LedgerError as error:
+            self._find(SNAPSHOT_UNTRUSTED, info, f"cannot be read: {str(error)[:300]}", "STORE_UNAVAILABLE")
+            return
+        expected = canonical_bytes(self.core.snapshot.state_to_snapshot(state))
+        if snapshot.state != expected:
+            fields = _differing_fields(snapshot.state, expected)
+            self._find(
+                SNAPSHOT_DIFFERS,
+                info,
+                f"its state is not the fold's at version {info.version}: it differs in {', '.join(fields) or 'its bytes'}",
+                "STATE",
+            )
+        elif found.set_by != set_by:
+            kinds = sorted(set(found.set_by) ^ set(set_by) | {k for k in set_by if found.set_by.get(k) != set_by[k]})
+            self._find(
+                SNAPSHOT_DIFFERS,
+                info,
+                f"its set_by is not the fold's at version {info.version}: it differs in {', '.join(kinds)}",
+                "SET_BY",
+            )
+        else:
+            self.report.proved += 1
+
+    def _unreached(self, info: SnapshotInfo) -> None:
+        self._find(
+            SNAPSHOT_UNREACHED,
+            info,
+            f"the ledger has no record of {str(info.stream_id)[:100]!r} at version {info.version} decided by a "
+            "recorded command: nothing it could be proved against",
+            None,
+        )
+
+    def _find(self, kind: str, info: SnapshotInfo, message: str, code: str | None) -> None:
+        self.report.finding_count += 1
+        if len(self.report.findings) < MAX_SNAPSHOT_FINDINGS:
+            where = f"snapshot of {str(info.stream_id)[:100]!r} at version {info.version} (position {info.position})"
+            self.report.findings.append(
+                SnapshotFinding(kind, str(info.stream_id), _int_or_zero(info.version), _int_or_zero(info.position), f"{where} {message}", code)
+            )
+
+
+def _int_or_zero(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _differing_fields(stored: bytes, expected: bytes) -> list[str]:
+    """The top-level state fields in which two snapshots differ (for the finding's message)."""
+    try:
+        left, right = orjson.loads(stored), orjson.loads(expected)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(left, dict) or not isinstance(right, dict):
+        return []
+    return sorted(key for key in set(left) | set(right) if left.get(key) != right.get(key))
 
 
 class FlatChainVerifier(ChainVerifier):
@@ -238,10 +448,22 @@ def _compare(produced: NewRecord, recorded: Record) -> list[FieldDiff]:
 class GateRun:
     """One pass of the gate over a ledger (see the module docstring)."""
 
-    def __init__(self, ledger: Ledger, slots: list[CoreSlot], progress: ProgressFn | None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        slots: list[CoreSlot],
+        progress: ProgressFn | None,
+        snapshots: SnapshotStore | None = None,
+    ) -> None:
         self.ledger = ledger
         self.slots = slots
         self.replayers = [_Replayer(slot) for slot in slots if slot.core is not None]
+        # Snapshots are proved with the first core of this process (the compiled one when loaded).
+        self.proof = (
+            SnapshotProof(snapshots, ledger, self.replayers[0].core)
+            if snapshots is not None and self.replayers
+            else None
+        )
         self.progress = progress
         self.report = ReplayReport(cores=slots)
         self.pending: dict[str, Record] = {}
@@ -264,6 +486,9 @@ class GateRun:
         finally:
             if self.remote is not None:
                 self._finish_remote()
+        if self.proof is not None:
+            complete = self.report.divergence is None and not self.report.chain_broken
+            self.report.snapshots = self.proof.finish(complete)
         self.report.accounts = len(self.accounts) if self.restored is None else self.restored[2]
         self.report.elapsed_s = time.perf_counter() - began
         return self.report
@@ -404,9 +629,13 @@ class GateRun:
             counts = (self.report.commands, self.report.events, len(self.accounts))
             self.remote.send(self.dispatched, context, recorded, counts)
             self.dispatched += 1
+        before = self.replayers[0].current(account_id) if self.proof is not None else None
         for replayer in self.replayers:
             if not self._check_core(replayer, command, recorded, context):
                 return
+        if self.proof is not None and before is not None:
+            after = self.replayers[0].accounts[account_id][0]
+            self.proof.after_command(ACCOUNT_PREFIX + account_id, before, recorded[:-1], after)
 
     def _remote_diverged(self, index: int, divergence: Divergence, counts: tuple[int, int, int]) -> None:
         """The remote core diverged at command `index`, before anything this process found (it
@@ -661,14 +890,17 @@ def verify_replay(
     batch: int = 1000,
     read_side: ReadSide | None = None,
     second_process: bool | None = None,
+    snapshots: SnapshotStore | None = None,
 ) -> ReplayReport:
     """Re-decide every recorded command with each core and compare with the ledger; then, given
-    a read side, rebuild every projection and compare digests. With two cores, the second runs
-    in a process of its own when `second_process` (default: when `second_process_available()`);
-    the report is the same either way."""
+    a read side, rebuild every projection and compare digests; given the ledger's snapshot store,
+    prove every stored snapshot on the way. With two cores, the second runs in a process of its
+    own when `second_process` (default: when `second_process_available()`); the report is the
+    same either way."""
     if second_process is None:
         second_process = second_process_available()
-    report = GateRun(ledger, list(cores), progress).run(batch, second_process=second_process)
+    gate = GateRun(ledger, list(cores), progress, snapshots)
+    report = gate.run(batch, second_process=second_process)
     if read_side is not None and report.ok:
         report.projections = check_projections(ledger, read_side)
         if report.projections.get("ok") is False:

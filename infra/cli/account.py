@@ -14,7 +14,6 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from adapters.redact import redact
-from infra.bootstrap import bootstrap
 from infra.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
@@ -101,13 +100,24 @@ def submit(
 
 def state(ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
     """Show the account's mode, policy hash, positions and open orders."""
+    from commands.accounts import AccountCache
     from commands.envelope import account_stream
     from commands.views import breaker_history, state_view
+    from infra.core import load_core
+    from infra.writers import ledger_snapshots
 
     settings = _settings(ledger, account)
-    bus = bootstrap(settings, ledger=_open(settings, create=False))
-    view = state_view(bus.ctx.core, bus.state(settings.account_id))
-    view["breaker_transitions"] = breaker_history(bus.ctx.ledger.read_stream(account_stream(settings.account_id)))
+    store = _open(settings, create=False)
+    core = load_core(settings.core)
+    snapshots = ledger_snapshots(store)  # the fold starts from the newest trusted one
+    try:
+        stream_id = account_stream(settings.account_id)
+        current, _ = AccountCache(core, store, snapshots).current(settings.account_id, stream_id)
+        view = state_view(core, current)
+        view["breaker_transitions"] = breaker_history(store.read_stream(stream_id))
+    finally:
+        if snapshots is not None:
+            snapshots.close()
     if as_json:
         _print_json(view)
         return

@@ -40,6 +40,7 @@ from infra.cli.common import (
 from infra.core import CoreUnavailableError, load_core
 from infra.read_models import READ_SIDE
 from infra.version import titan_version
+from infra.writers import ledger_snapshots
 
 UntilOpt = Annotated[
     str | None,
@@ -201,12 +202,15 @@ def replay_state_cmd(
     url, store = _ledger(ledger)
     _require_intact(store, url)
     core = _core()
+    snapshots = ledger_snapshots(store)  # each account from its newest trusted one within the cut
     try:
         with _progress("replaying", store.head()[2], not as_json) as progress:
-            result = replay_state(store, core, point, account, progress=progress)
+            result = replay_state(store, core, point, account, progress=progress, snapshots=snapshots)
     except ReplayInputError as error:
         fail(str(error), EXIT_BAD_INPUT)
     finally:
+        if snapshots is not None:
+            snapshots.close()
         store.close()
     document = result.as_dict(core)
     if as_json:
@@ -250,12 +254,21 @@ def replay_verify_cmd(
     except CoreUnavailableError as error:
         fail(f"--core compiled: {error}", EXIT_UNREACHABLE)
     url, store = _ledger(ledger, ctx)
+    snapshots = ledger_snapshots(store)  # every stored snapshot is proved, none is used
     try:
         with _progress("re-deciding", store.head()[2], not as_json) as progress, tuned_for_pass():
-            report = verify_replay(store, slots, progress=progress, read_side=READ_SIDE if projections else None)
+            report = verify_replay(
+                store,
+                slots,
+                progress=progress,
+                read_side=READ_SIDE if projections else None,
+                snapshots=snapshots.store if snapshots is not None else None,
+            )
     except LedgerError as error:
         fail(str(error), EXIT_BAD_INPUT)
     finally:
+        if snapshots is not None:
+            snapshots.close()
         store.close()
     if as_json:
         print_json({"ledger": url, **report.as_dict()})
@@ -289,11 +302,33 @@ def _print_verify(url: str, report: Any) -> None:
         )
     else:
         _print_divergence(divergence)
+    _print_snapshots(report.snapshots)
     projections = report.projections or {}
     if projections.get("available") is False:
         out.print(f"  projections: not compared — {projections.get('message')}")
     elif projections:
         out.print(f"  projections: {'ok' if projections.get('ok') else 'DIFFER'} — {projections.get('message', '')}")
+
+
+def _print_snapshots(snapshots: Any) -> None:
+    if snapshots is None or (snapshots.stored == 0 and snapshots.ok):
+        return
+    if snapshots.unavailable is not None:
+        err.print(f"  snapshots: [bold red]NOT CHECKED[/] — {snapshots.unavailable}")
+        return
+    if snapshots.ok:
+        unchecked = f", {snapshots.unchecked} not reached (the gate stopped first)" if snapshots.unchecked else ""
+        out.print(f"  snapshots: ok, {snapshots.proved} of {snapshots.stored} proved equal to the fold{unchecked}")
+        return
+    err.print(
+        f"  snapshots: [bold red]{snapshots.finding_count} of {snapshots.stored} NOT proved[/] "
+        "(an untrusted one is skipped by every reader; one that differs from the fold but passes "
+        "the trust rule would be used: delete those rows, see docs/ledger.md)"
+    )
+    for finding in snapshots.findings:
+        err.print(f"    {finding.kind}{f' ({finding.code})' if finding.code else ''}: {printable(finding.message)}")
+    if snapshots.finding_count > len(snapshots.findings):
+        err.print(f"    … and {snapshots.finding_count - len(snapshots.findings)} more (see --json)")
 
 
 def _print_divergence(d: Any) -> None:
@@ -416,17 +451,21 @@ def explain_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """The decision trace of an order or a command, from the ledger alone."""
-    from replay.explain import explain
+    from replay.explain import explain, snapshot_start
     from replay.state_at import ReplayInputError
 
     url, store = _ledger(ledger)
     _require_intact(store, url)
     core = _core()
+    snapshots = ledger_snapshots(store)  # the replay to the decision starts from the newest trusted one
     try:
-        trace = explain(store, core, ident)
+        start = snapshot_start(store, core, snapshots, ident) if snapshots is not None else None
+        trace = explain(store, core, ident, start=start)
     except ReplayInputError as error:
         fail(str(error), EXIT_BAD_INPUT)
     finally:
+        if snapshots is not None:
+            snapshots.close()
         store.close()
     if as_json:
         print_json(trace)
