@@ -54,9 +54,9 @@ plus the day roll and the odd truth snapshot (measured 1.0003)."""
 WINDOW: Final = 10_000
 """Commands in flight at once while writing (a long flow's futures, bounded)."""
 HOLDER: Final = "titan-bench-start"
-LAYOUT: Final = 1
+LAYOUT: Final = 2
 """Part of the cached ledger's name: raise it when `_writer` changes what the writer stores beside
-the ledger (snapshots), so a ledger written the old way is not reused."""
+the ledger, so a ledger written the old way is not reused (2: with the writer's snapshots)."""
 LEDGER_FILE: Final = "ledger.db"
 NEXT_COMMAND_FILE: Final = "next-command.json"
 
@@ -64,11 +64,20 @@ NEXT_COMMAND_FILE: Final = "next-command.json"
 def _writer(ledger: Ledger, core: Any, leases: LeaseStore | None = None) -> AccountWriter:
     """The account's writer, built the same way where the ledger is written and where the start
     is timed (the one place to pass it the snapshot option when there is one). `leases` (default:
-    the ledger's own, `infra.writers.lease_store`) lets the timed start count what it reads."""
+    the ledger's own, `infra.writers.lease_store`) lets the timed start count what it reads. The
+    writer takes snapshots as `titan serve`'s do (TITAN_SNAPSHOT_EVERY, default every 1,000
+    events, and one when it stops) and starts from the newest; `_close` closes their store."""
     from infra.bench import ACCOUNT
-    from infra.writers import lease_store
+    from infra.settings import Settings
+    from infra.writers import lease_store, snapshot_options
 
-    return AccountWriter(ACCOUNT, leases or lease_store(ledger), core, holder=HOLDER)
+    options = snapshot_options(ledger, Settings())
+    return AccountWriter(ACCOUNT, leases or lease_store(ledger), core, holder=HOLDER, **options)
+
+
+def _close(writer: AccountWriter) -> None:
+    if writer.snapshots is not None:
+        writer.snapshots.close()
 
 
 class _CountedLease:
@@ -154,6 +163,7 @@ def _child_write(directory: str, events: int) -> dict[str, Any]:
             figures = await submit_flow(writer, written, window=WINDOW)
             version = writer.version
             await writer.stop()
+            _close(writer)
         finally:
             ledger.close()
         return {"commands": len(written), "events": version, **figures}
@@ -194,7 +204,9 @@ def _child_start(directory: str) -> dict[str, Any]:
             read, events = counted.records, writer.version
             outcome = await writer.submit(command)
             t3 = time.perf_counter()
+            started_from = writer.started_from
             await writer.stop()
+            _close(writer)
         finally:
             ledger.close()
         return {
@@ -203,6 +215,7 @@ def _child_start(directory: str) -> dict[str, Any]:
             "first_answer_ms": round((t3 - t2) * 1000, 2),
             "first_decision_ms": round((t3 - t0) * 1000, 2),
             "records_read": read,
+            "snapshot_version": started_from.version if started_from is not None else 0,
             "events": events,
             "outcome": outcome.outcome,
             "core": core.kind,
