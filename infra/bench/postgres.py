@@ -12,12 +12,16 @@ deterministic order flow as the embedded measurement (`infra.bench.order_flow`).
 - the server's own ceiling, one-row INSERT commits/s, to read the others against.
 
 An answer is durable: the writer answers after COMMIT returns, with synchronous_commit on (the
-server's `fsync` setting is reported alongside).
+server's `fsync` setting is reported alongside). Appends take one round trip each (titan_append(),
+docs/postgres.md "One committer, one round trip"); `one_round_trip=False` (`--four-round-trips`)
+measures the path of a ledger without that function, to compare. Many accounts at once:
+`infra.bench.accounts`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from collections import Counter
@@ -58,6 +62,41 @@ async def _drop_database(url: str, scratch: str) -> None:
         await connection.close()
 
 
+class Answers:
+    """The latency of each command queued, taken when its answer comes. The answer itself is
+    dropped then, as a client that got it would: keeping a task, a coroutine or the outcome of
+    every command alive made the collector's pauses over them the figures' tail."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self._pending = 0
+        self._all = asyncio.Event()
+        self._all.set()
+        self._error: BaseException | None = None
+
+    def add(self, outcome: asyncio.Future[Any]) -> None:
+        """Time a command queued now until its outcome is set."""
+        queued = time.perf_counter()
+        self._pending += 1
+        self._all.clear()
+        outcome.add_done_callback(lambda answered: self._answered(answered, queued))
+
+    async def wait(self) -> list[float]:
+        """Every latency, once every command is answered (raises a failed command's error)."""
+        await self._all.wait()
+        if self._error is not None:
+            raise self._error
+        return self.latencies
+
+    def _answered(self, outcome: asyncio.Future[Any], queued: float) -> None:
+        self.latencies.append(time.perf_counter() - queued)
+        if self._error is None:
+            self._error = asyncio.CancelledError() if outcome.cancelled() else outcome.exception()
+        self._pending -= 1
+        if not self._pending:
+            self._all.set()
+
+
 def _percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * fraction))]
 
@@ -84,37 +123,38 @@ def _summary(
 
 
 async def _measure(
-    url: str, core: Any, flow: list[wire.AnyCommand], *, max_batch: int, rate: float | None, label: str
+    url: str,
+    core: Any,
+    flow: list[wire.AnyCommand],
+    *,
+    max_batch: int,
+    rate: float | None,
+    label: str,
+    one_round_trip: bool = True,
 ) -> dict[str, Any]:
     scratch = await _scratch_database(url)
     try:
         await upgrade_async(scratch)
-        ledger = await PostgresLedger.connect(scratch)
+        ledger = await PostgresLedger.connect(scratch, one_round_trip=one_round_trip)
         try:
             writer = AccountWriter(ACCOUNT, ledger, core, max_batch=max_batch, holder="titan-bench")
             await writer.start()
             await writer.submit(flow[0])  # the policy, before the clock starts
             writer.batch_sizes.clear()
             commands = flow[1:]
-            latencies: list[float] = []
+            answers = Answers()
             loop = asyncio.get_running_loop()
-
-            async def answered(outcome: asyncio.Future[Any], queued: float) -> None:
-                await outcome
-                latencies.append(time.perf_counter() - queued)
-
             # One pacer queues the commands in order, each at its time (open loop: it never waits
             # for answers); a stall delays the ones behind it but never lets one overtake another.
             start = loop.time() + 0.05
             began = time.perf_counter()
-            waiting = []
             for i, command in enumerate(commands):
                 if rate is not None:
                     delay = start + i / rate - loop.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                waiting.append(asyncio.ensure_future(answered(writer.enqueue(command), time.perf_counter())))
-            await asyncio.gather(*waiting)
+                answers.add(writer.enqueue(command))
+            latencies = await answers.wait()
             elapsed = time.perf_counter() - began
             sizes = Counter(writer.batch_sizes)
             await writer.stop()
@@ -144,15 +184,28 @@ async def _commit_ceiling(url: str, count: int = 300) -> float:
         await _drop_database(url, scratch)
 
 
+def default_core() -> Any:
+    """The compiled core when it is built, else the interpreted one."""
+    try:
+        return load_core("compiled")
+    except CoreUnavailableError:
+        return load_core("interpreted")
+
+
 async def run_async(
-    url: str, commands: int = DEFAULT_COMMANDS, *, rate: float = DEFAULT_RATE, core: Any = None
+    url: str,
+    commands: int = DEFAULT_COMMANDS,
+    *,
+    rate: float = DEFAULT_RATE,
+    core: Any = None,
+    one_round_trip: bool = True,
 ) -> dict[str, Any]:
-    """Measure batch sizes 1, 100 and adaptive, and latency at `rate` offered; return figures."""
+    """Measure batch sizes 1, 100 and adaptive, and latency at `rate` offered; return figures.
+
+    `one_round_trip=False` appends the way a ledger without titan_append() does (four round trips
+    per append, on each writer's own connection), for comparison."""
     if core is None:
-        try:
-            core = load_core("compiled")
-        except CoreUnavailableError:
-            core = load_core("interpreted")
+        core = default_core()
     flow = order_flow(commands + 1)
     probe: asyncpg.Connection[asyncpg.Record] = await connect(url, application_name="titan-bench")
     try:
@@ -163,26 +216,44 @@ async def run_async(
         }
     finally:
         await probe.close()
-    results: dict[str, Any] = {"server": server, "ledger": redact(url), "core": core.kind}
+    results: dict[str, Any] = {
+        "server": server,
+        "ledger": redact(url),
+        "core": core.kind,
+        "append": "one round trip (titan_append)" if one_round_trip else "four round trips",
+    }
     results["server"]["single_row_commits_per_second"] = await _commit_ceiling(url)
+    measure = functools.partial(_measure, url, core, one_round_trip=one_round_trip)
     # The single-command flow is slow: measure it on a fifth of the commands.
     single = flow[: max(2, commands // 5) + 1]
-    results["batch_1"] = await _measure(url, core, single, max_batch=1, rate=None, label="batch size 1")
-    results["batch_100"] = await _measure(url, core, flow, max_batch=100, rate=None, label="batch size 100")
-    results["adaptive"] = await _measure(
-        url, core, flow, max_batch=DEFAULT_MAX_BATCH, rate=None, label=f"adaptive (cap {DEFAULT_MAX_BATCH})"
+    results["batch_1"] = await measure(single, max_batch=1, rate=None, label="batch size 1")
+    results["batch_100"] = await measure(flow, max_batch=100, rate=None, label="batch size 100")
+    results["adaptive"] = await measure(
+        flow, max_batch=DEFAULT_MAX_BATCH, rate=None, label=f"adaptive (cap {DEFAULT_MAX_BATCH})"
     )
     paced = flow[: min(len(flow), int(rate * 5) + 1)]  # five seconds of offered load
-    results["offered"] = await _measure(
-        url, core, paced, max_batch=DEFAULT_MAX_BATCH, rate=rate, label=f"adaptive at {rate:,.0f} commands/s offered"
+    results["offered"] = await measure(
+        paced,
+        max_batch=DEFAULT_MAX_BATCH,
+        rate=rate,
+        label=f"adaptive at {rate:,.0f} commands/s offered",
     )
     results["offered"]["offered_per_second"] = rate
     return results
 
 
-def run(url: str, commands: int = DEFAULT_COMMANDS, *, rate: float = DEFAULT_RATE, core: Any = None) -> dict[str, Any]:
+def run(
+    url: str,
+    commands: int = DEFAULT_COMMANDS,
+    *,
+    rate: float = DEFAULT_RATE,
+    core: Any = None,
+    one_round_trip: bool = True,
+) -> dict[str, Any]:
     """Measure batch sizes 1, 100 and adaptive, and latency at `rate` offered; return figures."""
-    return asyncio.run(run_async(url, commands, rate=rate, core=core))
+    return asyncio.run(
+        run_async(url, commands, rate=rate, core=core, one_round_trip=one_round_trip)
+    )
 
 
 def print_results(console: Console, results: dict[str, Any]) -> None:
@@ -195,7 +266,10 @@ def print_results(console: Console, results: dict[str, Any]) -> None:
         "p50 ms",
         "p99 ms",
         "batches (mean / max size)",
-        title=f"durable commands into PostgreSQL {server['version']} (fsync {server['fsync']}, core {results['core']})",
+        title=(
+            f"durable commands into PostgreSQL {server['version']} (fsync {server['fsync']}, "
+            f"core {results['core']}, {results.get('append', 'one round trip (titan_append)')})"
+        ),
         caption=f"the server's ceiling here: {server['single_row_commits_per_second']:,.0f} one-row commits/s",
     )
     for key in ("batch_1", "batch_100", "adaptive", "offered"):
@@ -213,16 +287,21 @@ def print_results(console: Console, results: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    """`python -m infra.bench.postgres URL [COMMANDS [RATE]]`: print the table and the JSON."""
+    """`python -m infra.bench.postgres URL [COMMANDS [RATE]] [--four-round-trips]`: print the table
+    and the JSON (`--four-round-trips`: append as a ledger without titan_append() does)."""
     import sys
 
     import orjson
 
-    if len(sys.argv) < 2:
-        raise SystemExit("usage: python -m infra.bench.postgres postgresql://… [COMMANDS [RATE]]")
-    commands = int(sys.argv[2]) if len(sys.argv) > 2 else DEFAULT_COMMANDS
-    rate = float(sys.argv[3]) if len(sys.argv) > 3 else DEFAULT_RATE
-    results = run(sys.argv[1], commands, rate=rate)
+    four = "--four-round-trips" in sys.argv[1:]
+    argv = [a for a in sys.argv[1:] if a != "--four-round-trips"]
+    if not argv:
+        raise SystemExit(
+            "usage: python -m infra.bench.postgres postgresql://… [COMMANDS [RATE]] [--four-round-trips]"
+        )
+    commands = int(argv[1]) if len(argv) > 1 else DEFAULT_COMMANDS
+    rate = float(argv[2]) if len(argv) > 2 else DEFAULT_RATE
+    results = run(argv[0], commands, rate=rate, one_round_trip=not four)
     print_results(Console(), results)
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
 
