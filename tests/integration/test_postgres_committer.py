@@ -35,7 +35,8 @@ from psycopg import sql
 
 from adapters.ledger_mapper import SealedRecord, TitanMapper
 from adapters.loop_thread import run_on
-from adapters.postgres.ledger import PostgresLease, PostgresLedger, _sealed_state, _unsealed_runs
+from adapters.postgres.committer import _sealed_state, _unsealed_runs
+from adapters.postgres.ledger import PostgresLease, PostgresLedger
 from adapters.postgres.migrations import MIGRATIONS_DIR, upgrade
 from adapters.sqlite.ledger import envelope_field_bytes
 from commands.chain import seal
