@@ -36,7 +36,6 @@ STEP_NS = 150_000_000  # 150 ms between commands: under the default order-rate l
 ACCOUNT = "bench"
 SNAPSHOT_EVERY = 100  # orders between truth snapshots: the default policy gates on a fresh one
 NO_POSTGRES: Final = "no PostgreSQL (--pg-url none)"
-ACCOUNTS_MODULE: Final = "infra.bench.accounts"
 """The 40-account case (helper C's module): `run(url, accounts=, rate=, commands=) -> dict`."""
 ACCOUNTS: Final = 40
 ACCOUNTS_RATE: Final = 2_000
@@ -238,19 +237,12 @@ def run(
 
 
 def _accounts(pg_url: str, quick: bool) -> dict[str, Any]:
-    """p50/p99 at 2,000 commands/s offered over 40 accounts into PostgreSQL (issue 14), from
-    `infra.bench.accounts` when that module is there; "unavailable" saying so when it is not."""
-    import importlib
+    """p50/p99 at 2,000 commands/s offered over 40 accounts into PostgreSQL (issue 14), every
+    answer after its commit (`infra.bench.accounts`)."""
+    from infra.bench.accounts import run as accounts_run
 
-    try:
-        module = importlib.import_module(ACCOUNTS_MODULE)
-    except ModuleNotFoundError as error:
-        if error.name != ACCOUNTS_MODULE:
-            raise
-        return {"unavailable": f"{ACCOUNTS_MODULE} is not in this tree yet (the 40-account case is not measured)"}
     commands = ACCOUNTS_RATE * (2 if quick else 5)  # seconds of offered load, as the 1,000/s case
-    figures: dict[str, Any] = module.run(pg_url, accounts=ACCOUNTS, rate=ACCOUNTS_RATE, commands=commands)
-    return figures
+    return accounts_run(pg_url, accounts=ACCOUNTS, rate=ACCOUNTS_RATE, commands=commands)
 
 
 def _replay_and_export(records: int) -> dict[str, Any]:

@@ -120,13 +120,13 @@ def test_a_missing_figure_is_not_measured_and_says_where_it_was_looked_for() -> 
 def test_an_unavailable_or_skipped_measurement_is_not_measured_with_its_reason() -> None:
     results = _results()
     results["postgres"] = {"skipped": "no PostgreSQL (--pg-url none)"}
-    results["accounts"] = {"unavailable": "infra.bench.accounts is not in this tree yet"}
+    results["accounts"] = {"unavailable": "PostgreSQL unreachable"}
     results["replay_and_export"] = {"unavailable": "RuntimeError: bench child failed"}
     judged = _by_path(results)
     for path in ("postgres.adaptive.commands_per_second", "postgres.offered.p99_ms"):
         assert judged[path].verdict == "not measured"
         assert judged[path].why == "skipped: no PostgreSQL (--pg-url none)"
-    assert judged["accounts.p99_ms"].why == "unavailable: infra.bench.accounts is not in this tree yet"
+    assert judged["accounts.p99_ms"].why == "unavailable: PostgreSQL unreachable"
     assert judged["replay_and_export.export.rows_per_second"].why == "unavailable: RuntimeError: bench child failed"
 
 
@@ -149,36 +149,12 @@ def test_a_figure_that_is_not_a_finite_number_is_never_met(value: Any) -> None:
 
 def test_the_goals_table_prints_every_goal_with_its_verdict_and_why() -> None:
     results = _results()
-    results["accounts"] = {"unavailable": "infra.bench.accounts is not in this tree yet"}
+    results["accounts"] = {"unavailable": "PostgreSQL unreachable"}
     console = Console(record=True, width=250)
     print_goals(console, [judged.as_dict() for judged in judge(results)])
     text = console.export_text()
     for goal in GOALS:
         assert goal.name in text
     assert "123,456 decisions/s" in text and "≥ 1,000,000 decisions/s" in text
-    assert "not measured: unavailable: infra.bench.accounts is not in this tree yet" in text
+    assert "not measured: unavailable: PostgreSQL unreachable" in text
     assert text.count(" met") >= 3 and text.count("missed") >= 9
-
-
-def test_the_40_account_case_is_not_measured_while_its_module_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    from infra import bench
-
-    monkeypatch.setattr(bench, "ACCOUNTS_MODULE", "infra.bench.no_such_case")
-    figures = bench._accounts("postgresql://nowhere.invalid/none", quick=True)
-    assert figures == {"unavailable": "infra.bench.no_such_case is not in this tree yet (the 40-account case is not measured)"}
-    results = _results()
-    results["accounts"] = figures
-    assert _by_path(results)["accounts.p99_ms"].verdict == "not measured"
-
-
-def test_a_missing_import_inside_the_40_account_module_is_not_hidden(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    import sys
-
-    from infra import bench
-
-    (tmp_path / "titan_broken_case.py").write_text("import titan_no_such_dependency\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(bench, "ACCOUNTS_MODULE", "titan_broken_case")
-    with pytest.raises(ModuleNotFoundError, match="titan_no_such_dependency"):
-        bench._accounts("postgresql://nowhere.invalid/none", quick=True)
-    sys.modules.pop("titan_broken_case", None)
