@@ -15,7 +15,8 @@ the fold from zero. `titan replay verify` proves that each stored snapshot equal
 
 What the rule cannot prove without folding: that a snapshot's state is the fold of the stream up
 to its version (someone who can write the table can store a state that decodes and a SHA-256 of
-it). That is what `titan replay verify` checks, for every snapshot.
+it). That is what `titan replay verify` checks, for every snapshot; a reader that starts from one
+says so (`used_note`), and its `--no-snapshots` folds from zero.
 """
 
 from __future__ import annotations
@@ -150,8 +151,11 @@ class SnapshotStore(ABC):
         """Return how many snapshots are stored."""
 
     @abstractmethod
-    def prune(self, stream_id: str, keep: int) -> int:
-        """Delete all but the stream's newest `keep` snapshots (keep >= 1); return how many went."""
+    def prune(self, stream_id: str, keep: int, at_most_version: int) -> int:
+        """Delete the stream's snapshots above `at_most_version` and all but the newest `keep`
+        (keep >= 1) at or below it; return how many went. The writer passes its own version: it
+        holds the stream's lease, so a row above it is no honest snapshot, and rows with huge
+        versions must not evict the honest ones."""
 
     @abstractmethod
     def close(self) -> None:
@@ -425,6 +429,8 @@ class Snapshots:
         self.ledger = ledger
         self.skipped: list[SnapshotSkip] = []
         """Every snapshot this object refused so far (for callers that count them)."""
+        self.used: list[SnapshotInfo] = []
+        """Every snapshot this object started a fold from so far (readers say so: `used_note`)."""
 
     def start(
         self,
@@ -470,6 +476,7 @@ class Snapshots:
                 )
                 return start
             else:
+                self.used.append(snapshot.info)
                 return AccountStart(
                     found.state,
                     snapshot.version,
@@ -509,6 +516,16 @@ class Snapshots:
     def close(self) -> None:
         """Close the store (the ledger is its owner's)."""
         self.store.close()
+
+
+def used_note(info: SnapshotInfo) -> str:
+    """What a reader says (on stderr) of a snapshot it started from: it passed the trust rule,
+    which cannot tell a planted state from the fold (the module docstring), and only the gate can."""
+    return (
+        f"note: {info.stream_id} started from its stored snapshot at version {info.version} "
+        f"(position {info.position}), not proved by this read: `titan replay verify` proves "
+        "snapshots against the fold (--no-snapshots folds from zero)"
+    )
 
 
 def _version_of(snapshot: Snapshot) -> int:

@@ -17,8 +17,12 @@ the writer takes its lease again and reloads the account from the ledger before 
 With a snapshot store (`snapshots`), a writer starts from the newest trusted snapshot of its
 account and reads only the records after it, and takes a snapshot every `snapshot_every` account
 events, after answering the batch that crossed the mark, and when it stops (commands/snapshots.py).
-A snapshot is a cache: writing one never fails nor delays an answer (errors are logged and
-counted), and one that fails the trust rule is skipped, reported, and never used.
+A snapshot is a cache: taking one is never an error for a caller (failures are logged and
+counted), and one that fails the trust rule is skipped, reported, and never used. What it
+captures (the committed state, version, head and `set_by`) is taken when the batch is answered;
+the encoding waits for the loop to run once, so the answered callers resume before it, and then
+runs on the loop (a batch queued meanwhile waits for it: tens of ms for a multi-MB state);
+hashing and storing run in a worker thread.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
@@ -136,6 +140,16 @@ class _Plan:
         self.entries: list[tuple[str, Any, Any]] = []
         self.state = state
         self.version = version
+
+
+class _Capture(NamedTuple):
+    """What a snapshot is of: the committed state, its stream version, the (position, chain
+    hash) of the record at that version, and the `set_by` references as of it."""
+
+    state: Any
+    version: int
+    head: tuple[int, str]
+    set_by: SetBy
 
 
 _STOP: Final = object()
@@ -481,7 +495,8 @@ class AccountWriter:
 
     def _snapshot_if_due(self) -> None:
         """After a committed batch has been answered: start a snapshot when `snapshot_every`
-        events passed since the last one (one at a time; never an error for anyone)."""
+        events passed since the last one (one at a time; never an error for anyone). What it is of
+        is captured now; the encoding runs once the answered callers have resumed."""
         if (
             self.snapshots is None
             or self.snapshot_every == 0
@@ -489,11 +504,10 @@ class AccountWriter:
             or (self._snapshot_task is not None and not self._snapshot_task.done())
         ):
             return
-        work = self._snapshot_work()
-        if work is not None:
-            self._snapshot_task = asyncio.get_running_loop().create_task(
-                self._store_snapshot(work), name=f"titan-snapshot-{self.account_id}"
-            )
+        self._snapshot_task = asyncio.get_running_loop().create_task(
+            self._take_snapshot(self._snapshot_capture(), after_answers=True),
+            name=f"titan-snapshot-{self.account_id}",
+        )
 
     async def _last_snapshot(self) -> None:
         """At stop: wait for the snapshot in flight, then take one of what came after it."""
@@ -501,24 +515,36 @@ class AccountWriter:
         if task is not None:
             await task
         if self.snapshots is not None and self.snapshot_every and self._version > self._snapshot_version:
-            work = self._snapshot_work()
-            if work is not None:
-                await self._store_snapshot(work)
+            await self._take_snapshot(self._snapshot_capture(), after_answers=False)
 
-    def _snapshot_work(self) -> Callable[[], bool] | None:
-        """Encode the committed state now, on the writer's loop (no decision runs meanwhile), and
-        return the rest (canonical JSON, hash, store) for a worker thread; None if it failed."""
+    def _snapshot_capture(self) -> _Capture:
+        """What a snapshot is of, as committed now (the core's states are immutable values)."""
+        set_by = {kind: dict(ref) for kind, ref in self._set_by.items()}
+        return _Capture(self._state, self._version, self._head, set_by)
+
+    async def _take_snapshot(self, capture: _Capture, *, after_answers: bool) -> None:
+        if after_answers:
+            # The batch's futures are set: let their callers (and what they do next) run before
+            # the encoding holds the loop.
+            await asyncio.sleep(0)
+        work = self._snapshot_work(capture)
+        if work is not None:
+            await self._store_snapshot(work)
+
+    def _snapshot_work(self, capture: _Capture) -> Callable[[], bool] | None:
+        """Encode a captured state on the writer's loop (the compiled codec would hold the
+        interpreter lock in a thread anyway) and return the rest (canonical JSON, hash, store,
+        prune) for a worker thread; None if it failed."""
         snapshots = self.snapshots
         assert snapshots is not None
         try:
             module = self._core.snapshot
-            data = module.state_to_snapshot(self._state)
-            version, (position, chain_hash) = self._version, self._head
-            set_by = {kind: dict(ref) for kind, ref in self._set_by.items()}
+            data = module.state_to_snapshot(capture.state)
             core_format = module.SNAPSHOT_FORMAT
         except Exception as error:  # noqa: BLE001 - a snapshot is a cache: never an error for a caller
             self._snapshot_failed(error)
             return None
+        version, (position, chain_hash), set_by = capture.version, capture.head, capture.set_by
         self._snapshot_version = version  # the next one after another snapshot_every events
         keep = self.snapshot_keep
 
@@ -529,7 +555,8 @@ class AccountWriter:
             )
             written = snapshots.store.save(snapshot)
             if keep:
-                snapshots.store.prune(self.stream_id, keep)
+                # This writer holds the lease at `version` or beyond: a row above it is junk.
+                snapshots.store.prune(self.stream_id, keep, version)
             return written
 
         return store

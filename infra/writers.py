@@ -4,7 +4,7 @@ snapshot store beside each kind of ledger."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NoReturn
 
 from adapters.leased_ledger import LeasedLedger
 from adapters.sqlite.lease import LocalLeaseStore
@@ -12,7 +12,14 @@ from adapters.sqlite.ledger import MEMORY, SQLiteLedger
 from adapters.sqlite.snapshots import SQLiteSnapshotStore
 from commands.lease import LeaseStore
 from commands.ports import Ledger, LedgerError
-from commands.snapshots import Snapshots, SnapshotStore, log
+from commands.snapshots import (
+    Snapshot,
+    SnapshotInfo,
+    Snapshots,
+    SnapshotStore,
+    SnapshotStoreError,
+    log,
+)
 
 from .settings import Settings
 
@@ -60,6 +67,55 @@ def ledger_snapshots(ledger: Ledger) -> Snapshots | None:
         log.warning("the ledger's snapshots cannot be opened (folding from zero): %s", error)
         return None
     return Snapshots(store, ledger) if store is not None else None
+
+
+def snapshots_to_prove(ledger: Ledger) -> SnapshotStore | None:
+    """The store `titan replay verify` proves (None when the ledger has none). One that cannot be
+    opened is no reason to prove nothing and pass: it comes back as a store that cannot be read,
+    which the gate reports as unavailable, failing (docs/replay.md)."""
+    try:
+        return snapshot_store(ledger)
+    except LedgerError as error:
+        return UnreadableSnapshotStore(str(error))
+
+
+class UnreadableSnapshotStore(SnapshotStore):
+    """A snapshot store that could not be opened: every call raises, naming why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def _refuse(self) -> NoReturn:
+        raise SnapshotStoreError(f"the ledger's snapshots cannot be opened: {self.reason}")
+
+    def save(self, snapshot: Snapshot) -> bool:
+        """Refuse: the store could not be opened."""
+        self._refuse()
+
+    def nearest(
+        self, stream_id: str, *, max_version: int | None = None, max_position: int | None = None
+    ) -> Snapshot | None:
+        """Refuse: the store could not be opened."""
+        self._refuse()
+
+    def get(self, stream_id: str, version: int) -> Snapshot | None:
+        """Refuse: the store could not be opened."""
+        self._refuse()
+
+    def listing(self, stream_id: str | None = None) -> list[SnapshotInfo]:
+        """Refuse: the store could not be opened."""
+        self._refuse()
+
+    def count(self) -> int:
+        """Refuse: the store could not be opened."""
+        self._refuse()
+
+    def prune(self, stream_id: str, keep: int, at_most_version: int) -> int:
+        """Refuse: the store could not be opened."""
+        self._refuse()
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def snapshot_options(ledger: Ledger, settings: Settings) -> dict[str, Any]:

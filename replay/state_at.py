@@ -14,7 +14,8 @@ Given the ledger's snapshots, each account starts from its newest trusted snapsh
 the cut (commands/snapshots.py) and only the records after it are folded; the records before it
 are still read (they name the accounts and the ledger's first time), so the result is the fold's,
 field for field. Should a record covered by the snapshot lie beyond a time cut (time ran backwards
-in a stream: no titan writes that), the replay is done again without snapshots.
+in a stream: no titan writes that, an imported or forged ledger may hold it), before or after the
+first record within the cut, the replay is done again without snapshots.
 """
 
 from __future__ import annotations
@@ -125,6 +126,9 @@ def _replay(
     result = StateAt(until, head_position)
     first_ts: int | None = None
     known: set[str] = set()
+    # Streams with a record beyond a time cut before their first one within it: a snapshot of
+    # such a stream covers a record the cut leaves out (time ran backwards in it).
+    cut_first: set[str] = set()
     stream_filter = ACCOUNT_PREFIX + account_id if account_id is not None else None
     for record in ledger.iter_all(0, 2000):
         if record.position > head_position:
@@ -155,12 +159,16 @@ def _replay(
             at.version, at.last_position, at.last_ts_ns = record.version, record.position, ts_ns
             continue
         if until is not None and until.kind != POSITION and ts_ns > until.value:
+            if at is None:
+                cut_first.add(name)
             continue
         if at is None:
             at = result.accounts[name] = _account_at(ledger, core, name, until, head_position, snapshots)
             if at.start is not None:
-                if record.version > at.start.version or (
-                    record.version == at.start.version and record.position != at.start.position
+                if (
+                    name in cut_first
+                    or record.version > at.start.version
+                    or (record.version == at.start.version and record.position != at.start.position)
                 ):
                     raise _NotAPrefix  # not the stream's records as the snapshot saw them
                 at.version, at.last_position, at.last_ts_ns = record.version, record.position, ts_ns

@@ -21,7 +21,8 @@ Given the ledger's snapshot store, the gate also proves every stored snapshot (`
 when the fold from zero reaches a snapshot's version, the snapshot must pass the trust rule and
 hold exactly the bytes of the state there (and its `set_by` the references there); every one that
 does not, and every one whose version the ledger never reaches, is a finding and fails the gate.
-The gate never starts from a snapshot.
+One listed when the gate began but gone when the fold reaches it (a live writer prunes its old
+ones) is counted as removed, not a finding. The gate never starts from a snapshot.
 """
 
 from __future__ import annotations
@@ -229,6 +230,9 @@ class SnapshotReport:
     finding_count: int = 0
     unchecked: int = 0
     """Snapshots not reached because the gate stopped at a divergence (they prove nothing then)."""
+    removed: int = 0
+    """Snapshots listed when the gate began but gone from the store when the fold reached them (a
+    live writer prunes its old ones): nothing left to prove, and nothing a reader could use."""
     unavailable: str | None = None
     """Why the store could not be read (the gate then proves none)."""
 
@@ -242,7 +246,10 @@ class SnapshotReport:
             return f"snapshots NOT CHECKED: {self.unavailable}"
         if self.finding_count:
             return f"{self.finding_count} of {self.stored} snapshots NOT proved"
-        return f"{self.proved} snapshots proved" if self.stored else ""
+        if not self.stored:
+            return ""
+        removed = f" ({self.removed} removed while the gate ran)" if self.removed else ""
+        return f"{self.proved} snapshots proved{removed}"
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -252,6 +259,7 @@ class SnapshotReport:
             "proved": self.proved,
             "finding_count": self.finding_count,
             "unchecked": self.unchecked,
+            "removed": self.removed,
             "unavailable": self.unavailable,
             "findings": [finding.as_dict() for finding in self.findings],
         }
@@ -315,8 +323,9 @@ class SnapshotProof:
     def _prove(self, info: SnapshotInfo, state: Any, set_by: SetBy) -> None:
         try:
             snapshot = self.store.get(info.stream_id, info.version)
-            if snapshot is None:
-                raise UntrustedSnapshot("NO_SNAPSHOT", "it was removed from the store while the gate ran")
+            if snapshot is None:  # pruned since the listing: a healthy store does that, no finding
+                self.report.removed += 1
+                return
             found = trusted(self.core, snapshot, self.ledger)
         except UntrustedSnapshot as refused:
             self._find(SNAPSHOT_UNTRUSTED, info, f"fails the trust rule: {refused.message}", refused.code)

@@ -42,11 +42,12 @@ _LIST_STREAM: Final = (
     f"SELECT {_INFO} FROM public.titan_snapshots WHERE stream_id = $1 ORDER BY version"
 )
 _COUNT: Final = "SELECT count(*) FROM public.titan_snapshots"
-# Older than the keep-th newest (NULL, so nothing, while there are no more than `keep`).
+# Above the writer's version (no honest snapshot is: see SnapshotStore.prune), or older than the
+# keep-th newest at or below it (NULL, so nothing, while there are no more than `keep`).
 _PRUNE: Final = (
-    "WITH gone AS (DELETE FROM public.titan_snapshots WHERE stream_id = $1 AND version < "
-    "(SELECT version FROM public.titan_snapshots WHERE stream_id = $1 ORDER BY version DESC "
-    "LIMIT 1 OFFSET $2) RETURNING 1) SELECT count(*) FROM gone"
+    "WITH gone AS (DELETE FROM public.titan_snapshots WHERE stream_id = $1 AND (version > $2 OR "
+    "version < (SELECT version FROM public.titan_snapshots WHERE stream_id = $1 AND version <= $2 "
+    "ORDER BY version DESC LIMIT 1 OFFSET $3)) RETURNING 1) SELECT count(*) FROM gone"
 )
 
 
@@ -103,11 +104,12 @@ class PostgresSnapshotStore(SnapshotStore):
         rows = self._run("read the snapshots of", _COUNT, ())
         return int(rows[0][0]) if rows else 0
 
-    def prune(self, stream_id: str, keep: int) -> int:
-        """Delete all but the stream's newest `keep` snapshots (keep >= 1); return how many went."""
+    def prune(self, stream_id: str, keep: int, at_most_version: int) -> int:
+        """Delete the stream's snapshots above `at_most_version` and all but the newest `keep`
+        (keep >= 1) at or below it; return how many went."""
         if keep < 1:
             raise ValueError(f"keep must be at least 1, not {keep}")
-        rows = self._run("prune the snapshots of", _PRUNE, (stream_id, keep - 1))
+        rows = self._run("prune the snapshots of", _PRUNE, (stream_id, at_most_version, keep - 1))
         return int(rows[0][0]) if rows else 0
 
     def close(self) -> None:

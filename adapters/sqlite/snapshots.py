@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from commands.snapshots import Snapshot, SnapshotInfo, SnapshotStore, SnapshotStoreError
 
@@ -53,12 +53,16 @@ _GET: Final = f"SELECT {_ALL} FROM {TABLE} WHERE stream_id = ? AND version = ?"
 _LIST_ALL: Final = f"SELECT {_INFO} FROM {TABLE} ORDER BY stream_id, version"
 _LIST_STREAM: Final = f"SELECT {_INFO} FROM {TABLE} WHERE stream_id = ? ORDER BY version"
 _COUNT: Final = f"SELECT count(*) FROM {TABLE}"
-# Older than the keep-th newest (NULL, so nothing, while there are no more than `keep`).
+# Above the writer's version (no honest snapshot is: see SnapshotStore.prune), or older than the
+# keep-th newest at or below it (NULL, so nothing, while there are no more than `keep`).
 _PRUNE: Final = (
-    f"DELETE FROM {TABLE} WHERE stream_id = ? AND version < "
-    f"(SELECT version FROM {TABLE} WHERE stream_id = ? ORDER BY version DESC LIMIT 1 OFFSET ?)"
+    f"DELETE FROM {TABLE} WHERE stream_id = :stream AND (version > :upto OR version < "
+    f"(SELECT version FROM {TABLE} WHERE stream_id = :stream AND version <= :upto "
+    "ORDER BY version DESC LIMIT 1 OFFSET :offset))"
 )
 _HAS_TABLE: Final = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+_NO_TABLE: Final = f"no such table: {TABLE}"
+_T = TypeVar("_T")
 
 
 class SQLiteSnapshotStore(SnapshotStore):
@@ -104,25 +108,26 @@ class SQLiteSnapshotStore(SnapshotStore):
             raise SnapshotStoreError(
                 f"cannot save a snapshot in ledger {self.path}: it was opened read-only"
             )
-        with self._cursor("save a snapshot in") as c:
+        row = (
+            snapshot.stream_id,
+            snapshot.version,
+            snapshot.position,
+            snapshot.chain_hash,
+            snapshot.core_format,
+            snapshot.state,
+            snapshot.state_sha256,
+            snapshot.set_by,
+            snapshot.created_ns,
+        )
+
+        def insert(c: sqlite3.Cursor) -> bool:
             if not self._has_table:
                 c.execute(_CREATE)
                 self._has_table = True
-            c.execute(
-                _INSERT,
-                (
-                    snapshot.stream_id,
-                    snapshot.version,
-                    snapshot.position,
-                    snapshot.chain_hash,
-                    snapshot.core_format,
-                    snapshot.state,
-                    snapshot.state_sha256,
-                    snapshot.set_by,
-                    snapshot.created_ns,
-                ),
-            )
+            c.execute(_INSERT, row)
             return c.rowcount == 1
+
+        return self._with_table("save a snapshot in", insert)
 
     def nearest(
         self, stream_id: str, *, max_version: int | None = None, max_position: int | None = None
@@ -150,8 +155,9 @@ class SQLiteSnapshotStore(SnapshotStore):
         rows = self._read(_COUNT, ())
         return int(rows[0][0]) if rows else 0
 
-    def prune(self, stream_id: str, keep: int) -> int:
-        """Delete all but the stream's newest `keep` snapshots (keep >= 1); return how many went."""
+    def prune(self, stream_id: str, keep: int, at_most_version: int) -> int:
+        """Delete the stream's snapshots above `at_most_version` and all but the newest `keep`
+        (keep >= 1) at or below it; return how many went."""
         if keep < 1:
             raise ValueError(f"keep must be at least 1, not {keep}")
         if self.read_only:
@@ -162,7 +168,7 @@ class SQLiteSnapshotStore(SnapshotStore):
             c.execute(_HAS_TABLE, (TABLE,))
             if c.fetchone() is None:
                 return 0
-            c.execute(_PRUNE, (stream_id, stream_id, keep - 1))
+            c.execute(_PRUNE, {"stream": stream_id, "upto": at_most_version, "offset": keep - 1})
             return max(c.rowcount, 0)
 
     def close(self) -> None:
@@ -173,7 +179,7 @@ class SQLiteSnapshotStore(SnapshotStore):
                 self._db.close()
 
     def _read(self, statement: str, params: Sequence[Any]) -> list[Any]:
-        with self._cursor("read the snapshots of") as c:
+        def read(c: sqlite3.Cursor) -> list[Any]:
             if not self._has_table:
                 c.execute(_HAS_TABLE, (TABLE,))
                 if c.fetchone() is None:
@@ -181,6 +187,21 @@ class SQLiteSnapshotStore(SnapshotStore):
                 self._has_table = True
             c.execute(statement, params)
             return c.fetchall()
+
+        return self._with_table("read the snapshots of", read)
+
+    def _with_table(self, doing: str, run: Callable[[sqlite3.Cursor], _T]) -> _T:
+        """Run a statement, once more should the table have been dropped since this store last
+        saw it (deleting every snapshot loses nothing: a store must not fail for good after it)."""
+        try:
+            with self._cursor(doing) as c:
+                return run(c)
+        except SnapshotStoreError as error:
+            if not self._has_table or _NO_TABLE not in str(error.__cause__):
+                raise
+            self._has_table = False
+        with self._cursor(doing) as c:
+            return run(c)
 
     @contextmanager
     def _cursor(self, doing: str) -> Iterator[sqlite3.Cursor]:

@@ -30,6 +30,7 @@ from infra.cli.common import open_or_fail as _open
 from infra.cli.common import print_json as _print_json
 from infra.cli.common import settings_for as _settings
 from infra.cli.common import writer as _writer
+from infra.cli.replay import NoSnapshotsOpt, note_snapshots_used, reader_snapshots
 from infra.submit import (
     MAX_ACCOUNTS_PER_SUBMIT,
     InvalidLine,
@@ -98,18 +99,20 @@ def submit(
 
 
 
-def state(ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False) -> None:
-    """Show the account's mode, policy hash, positions and open orders."""
+def state(
+    ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt = False, no_snapshots: NoSnapshotsOpt = False
+) -> None:
+    """Show the account's mode, policy hash, positions and open orders. The fold starts from the
+    newest trusted stored snapshot (said on stderr) unless --no-snapshots."""
     from commands.accounts import AccountCache
     from commands.envelope import account_stream
     from commands.views import breaker_history, state_view
     from infra.core import load_core
-    from infra.writers import ledger_snapshots
 
     settings = _settings(ledger, account)
     store = _open(settings, create=False)
     core = load_core(settings.core)
-    snapshots = ledger_snapshots(store)  # the fold starts from the newest trusted one
+    snapshots = reader_snapshots(store, no_snapshots)  # the fold starts from the newest trusted one
     try:
         stream_id = account_stream(settings.account_id)
         current, _ = AccountCache(core, store, snapshots).current(settings.account_id, stream_id)
@@ -118,6 +121,7 @@ def state(ledger: LedgerOpt = None, account: AccountOpt = None, as_json: JsonOpt
     finally:
         if snapshots is not None:
             snapshots.close()
+    note_snapshots_used(snapshots.used if snapshots is not None else ())
     if as_json:
         _print_json(view)
         return

@@ -9,7 +9,7 @@ core asked for by name).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -21,6 +21,7 @@ from rich.table import Table
 
 from adapters.redact import redact, redact_text
 from commands.ports import Ledger, LedgerError, LedgerUnreachable
+from commands.snapshots import SnapshotInfo, Snapshots, used_note
 from infra.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
@@ -40,7 +41,7 @@ from infra.cli.common import (
 from infra.core import CoreUnavailableError, load_core
 from infra.read_models import READ_SIDE
 from infra.version import titan_version
-from infra.writers import ledger_snapshots
+from infra.writers import ledger_snapshots, snapshots_to_prove
 
 UntilOpt = Annotated[
     str | None,
@@ -58,6 +59,15 @@ CoreOpt = Annotated[
     typer.Option(
         "--core",
         help="Which cores re-decide: both (the compiled one when it is available), compiled, interpreted.",
+    ),
+]
+
+NoSnapshotsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-snapshots",
+        help="Fold every account from its first record, ignoring the ledger's stored snapshots "
+        "(for forensic work: a snapshot is proved only by `titan replay verify`).",
     ),
 ]
 
@@ -180,6 +190,18 @@ def render_view(console: Console, view: dict[str, Any], title: str) -> None:
         console.print(table)
 
 
+def reader_snapshots(store: Ledger, no_snapshots: bool) -> Snapshots | None:
+    """The ledger's snapshots for a reader to start from (None with --no-snapshots)."""
+    return None if no_snapshots else ledger_snapshots(store)
+
+
+def note_snapshots_used(used: Iterable[SnapshotInfo]) -> None:
+    """Say on stderr, one line each, which stored snapshots an answer started from: stdout (the
+    `--json` document too) stays byte for byte what the fold from zero prints."""
+    for info in used:
+        err.print(printable(used_note(info)), markup=False)
+
+
 # --- titan replay -----------------------------------------------------------------------------
 
 
@@ -190,9 +212,11 @@ def replay_state_cmd(
     account: AccountOpt = None,
     ledger: LedgerOpt = None,
     as_json: JsonOpt = False,
+    no_snapshots: NoSnapshotsOpt = False,
 ) -> None:
     """The state of every account (or one) at a point: positions, open orders, policy, mode, and
-    everything else the state view holds. Without --until: at the head."""
+    everything else the state view holds. Without --until: at the head. Each account starts from
+    its newest trusted stored snapshot within the cut (said on stderr) unless --no-snapshots."""
     ctx.obj = {"ledger": ledger}
     if ctx.invoked_subcommand is not None:
         return
@@ -202,7 +226,7 @@ def replay_state_cmd(
     url, store = _ledger(ledger)
     _require_intact(store, url)
     core = _core()
-    snapshots = ledger_snapshots(store)  # each account from its newest trusted one within the cut
+    snapshots = reader_snapshots(store, no_snapshots)  # each account from its newest trusted one within the cut
     try:
         with _progress("replaying", store.head()[2], not as_json) as progress:
             result = replay_state(store, core, point, account, progress=progress, snapshots=snapshots)
@@ -213,6 +237,9 @@ def replay_state_cmd(
             snapshots.close()
         store.close()
     document = result.as_dict(core)
+    note_snapshots_used(
+        at.start.snapshot for _, at in sorted(result.accounts.items()) if at.start is not None and at.start.snapshot is not None
+    )
     if as_json:
         print_json(document)
         return
@@ -254,7 +281,7 @@ def replay_verify_cmd(
     except CoreUnavailableError as error:
         fail(f"--core compiled: {error}", EXIT_UNREACHABLE)
     url, store = _ledger(ledger, ctx)
-    snapshots = ledger_snapshots(store)  # every stored snapshot is proved, none is used
+    snapshots = snapshots_to_prove(store)  # every stored snapshot is proved, none is used
     try:
         with _progress("re-deciding", store.head()[2], not as_json) as progress, tuned_for_pass():
             report = verify_replay(
@@ -262,7 +289,7 @@ def replay_verify_cmd(
                 slots,
                 progress=progress,
                 read_side=READ_SIDE if projections else None,
-                snapshots=snapshots.store if snapshots is not None else None,
+                snapshots=snapshots,
             )
     except LedgerError as error:
         fail(str(error), EXIT_BAD_INPUT)
@@ -318,7 +345,10 @@ def _print_snapshots(snapshots: Any) -> None:
         return
     if snapshots.ok:
         unchecked = f", {snapshots.unchecked} not reached (the gate stopped first)" if snapshots.unchecked else ""
-        out.print(f"  snapshots: ok, {snapshots.proved} of {snapshots.stored} proved equal to the fold{unchecked}")
+        removed = (
+            f", {snapshots.removed} removed from the store while the gate ran (not checked)" if snapshots.removed else ""
+        )
+        out.print(f"  snapshots: ok, {snapshots.proved} of {snapshots.stored} proved equal to the fold{unchecked}{removed}")
         return
     err.print(
         f"  snapshots: [bold red]{snapshots.finding_count} of {snapshots.stored} NOT proved[/] "
@@ -449,15 +479,18 @@ def explain_cmd(
     ident: Annotated[str, typer.Argument(metavar="ORDER_ID|COMMAND_ID", help="An order id (ord-…) or a command id.")],
     ledger: LedgerOpt = None,
     as_json: JsonOpt = False,
+    no_snapshots: NoSnapshotsOpt = False,
 ) -> None:
-    """The decision trace of an order or a command, from the ledger alone."""
+    """The decision trace of an order or a command, from the ledger alone. The replay to the
+    decision starts from the newest trusted stored snapshot before it (said on stderr) unless
+    --no-snapshots."""
     from replay.explain import explain, snapshot_start
     from replay.state_at import ReplayInputError
 
     url, store = _ledger(ledger)
     _require_intact(store, url)
     core = _core()
-    snapshots = ledger_snapshots(store)  # the replay to the decision starts from the newest trusted one
+    snapshots = reader_snapshots(store, no_snapshots)  # the replay to the decision starts from the newest trusted one
     try:
         start = snapshot_start(store, core, snapshots, ident) if snapshots is not None else None
         trace = explain(store, core, ident, start=start)
@@ -467,6 +500,7 @@ def explain_cmd(
         if snapshots is not None:
             snapshots.close()
         store.close()
+    note_snapshots_used(snapshots.used if snapshots is not None and start is not None else ())
     if as_json:
         print_json(trace)
         return

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from infra.golden import GOLDEN_DIR, load_manifest
-from schemas.canonical import sha256_hex
+from schemas.canonical import canonical_bytes, sha256_hex
 
 from .conftest import Titan
 
@@ -94,3 +94,52 @@ def test_a_spoiled_snapshot_is_skipped_with_a_warning_and_the_answer_is_unchange
     assert seeded.returncode == 0 and seeded.stdout == plain.stdout
     assert f"snapshot of account-main at version {last} not used (CHAIN_HASH)" in seeded.stderr
     assert titan("replay", "verify", "--ledger", with_).returncode == 1
+
+
+def forge_every_snapshot(path: Path) -> list[tuple[int, int]]:
+    """What someone with INSERT and DELETE on the table can do: every stored state replaced by one
+    holding no position, with a fresh SHA-256 and the honest references (the trust rule passes)."""
+    forged = []
+    with sqlite3.connect(path) as db:
+        for version, position, state in db.execute("SELECT version, position, state FROM titan_snapshots").fetchall():
+            data = orjson.loads(state)
+            data["positions"] = []
+            planted = canonical_bytes(data)
+            db.execute(
+                "UPDATE titan_snapshots SET state = ?, state_sha256 = ? WHERE version = ?", (planted, sha256_hex(planted), version)
+            )
+            forged.append((version, position))
+    return sorted(forged)
+
+
+def test_no_snapshots_gives_the_folds_answer_on_a_planted_snapshot_and_a_note_says_when_one_was_used(
+    titan: Titan, tmp_path: Path
+) -> None:
+    with_, without = ledgers(tmp_path)
+    ident = an_order(without)
+    forged = forge_every_snapshot(Path(with_.removeprefix("sqlite:///")))
+    newest_version, newest_position = forged[-1]
+    for args in (
+        ("state", "--json"),
+        ("state",),
+        ("replay", "--json"),
+        ("replay", "--until", str(ENTRY["head_position"] - 37), "--json"),
+        ("replay", "--until", "2026-01-01T00:00:30Z", "--json"),
+        ("explain", ident, "--json"),
+        ("explain", ident),
+    ):
+        plain = titan(*args, "--ledger", without)
+        folded = titan(*args, "--no-snapshots", "--ledger", with_)
+        seeded = titan(*args, "--ledger", with_)
+        assert plain.returncode == folded.returncode == seeded.returncode == 0, (args, folded.stderr, seeded.stderr)
+        assert folded.stdout == plain.stdout, args  # the fold from zero, whatever the table holds
+        assert "snapshot" not in folded.stderr and "snapshot" not in plain.stderr, args
+        assert seeded.stdout != plain.stdout, args  # the planted state is what a reader shows …
+        notes = [line for line in seeded.stderr.splitlines() if "stored snapshot" in line]
+        assert len(notes) == 1, (args, seeded.stderr)  # … and it says so, on stderr, in one line
+        assert "account-main" in notes[0] and "not proved by this read" in notes[0], notes
+        assert "`titan replay verify` proves snapshots against the fold" in notes[0]
+        version, position = next((v, p) for v, p in forged if f"at version {v} (position {p})" in notes[0])
+        if args[0] == "state" or args == ("replay", "--json"):
+            assert (version, position) == (newest_version, newest_position)
+    assert titan("replay", "verify", "--ledger", with_).returncode == 1  # the gate is the evidence

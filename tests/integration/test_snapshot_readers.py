@@ -8,6 +8,7 @@ a finding that fails the gate."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,16 +18,18 @@ import orjson
 import pytest
 
 from adapters.sqlite.ledger import SQLiteLedger
+from adapters.sqlite.snapshots import SQLiteSnapshotStore
 from commands.accounts import AccountCache
 from commands.envelope import ACCOUNT_PREFIX, COMMAND_RECORDED, account_stream
-from commands.snapshots import Snapshot, Snapshots
+from commands.ports import NewRecord
+from commands.snapshots import Snapshot, Snapshots, SnapshotStoreError
 from commands.views import state_view
 from infra.bootstrap import bootstrap
 from infra.core import Core, load_core, load_cores
 from infra.demo import run as run_demo
 from infra.golden import GOLDEN_DIR, load_manifest
 from infra.settings import Settings
-from infra.writers import ledger_snapshots
+from infra.writers import ledger_snapshots, snapshots_to_prove
 from replay import state_at
 from replay.explain import explain, snapshot_start
 from replay.points import POSITION, TIMESTAMP, Point
@@ -285,3 +288,83 @@ def test_a_golden_ledger_written_with_snapshots_proves_them_and_readers_use_them
         assert snapshots.skipped == []
     finally:
         snapshots.close()
+
+
+def test_a_snapshot_a_writer_prunes_while_the_gate_runs_is_counted_removed_not_a_finding(copy: Any) -> None:
+    # A live writer keeps its newest few: one listed when the gate began may be gone when the fold
+    # reaches it. The ledger is healthy; the gate must pass and say how many went.
+    ledger = copy(GOLDEN_DIR / MANIFEST["ledgers"][WRITTEN[0]]["file"])
+    snapshots = ledger_snapshots(ledger)
+    assert snapshots is not None
+    writer_side = SQLiteSnapshotStore(ledger.path)  # the writer's own connection to the file
+    stored = snapshots.store.count()
+    listed = snapshots.store.listing("account-main")
+    pruned: list[int] = []
+    real_iter = ledger.iter_all
+
+    def iter_all(after: int = 0, batch: int = 1000) -> Iterator[Any]:
+        for index, record in enumerate(real_iter(after, batch)):
+            if index == 0:  # before the fold reaches any snapshot
+                pruned.append(writer_side.prune("account-main", 8, listed[-1].version))
+            yield record
+
+    try:
+        ledger.iter_all = iter_all
+        report = verify_replay(ledger, load_cores("compiled"), snapshots=snapshots.store, second_process=False)
+        found = report.snapshots
+        assert found is not None and pruned == [stored - 8]
+        assert report.ok, [f.message for f in found.findings]
+        assert (found.stored, found.proved, found.removed, found.finding_count) == (stored, 8, stored - 8, 0)
+        assert report.as_dict()["snapshots"]["removed"] == stored - 8
+        assert f"{stored - 8} removed while the gate ran" in report.summary()
+    finally:
+        writer_side.close()
+        snapshots.close()
+
+
+def test_a_time_cut_leaving_out_a_record_before_the_streams_first_within_it_folds_from_zero(
+    tmp_path: Path, copy: Any, core: Core
+) -> None:
+    # Time runs backwards after version 1 (no titan writes that; an imported ledger may): version 1
+    # lies beyond the cut, versions 2 and 3 within it. An honest snapshot at version 2 has version 1
+    # folded in, so it cannot start this replay, although version 2 is the first record met in it.
+    source = copy(GOLDEN_DIR / MANIFEST["ledgers"]["brain-breaker-walk"]["file"])  # a copy: no -shm by the fixture
+    records = [r for r in source.iter_all() if r.stream_id == "account-main"][:6]
+    cut = int(records[1].envelope["ts_ns"])
+    ledger = SQLiteLedger(str(tmp_path / "backwards.db"))
+    snapshots = ledger_snapshots(ledger)
+    assert snapshots is not None
+    try:
+        for index, record in enumerate(records):
+            envelope = {k: v for k, v in record.envelope.items() if k not in ("hash", "prev_hash")}
+            if index == 0:
+                envelope["ts_ns"] = cut + 10**9
+            ledger.append([NewRecord(record.stream_id, record.version, record.type, envelope)])
+        save_all(snapshots.store, honest_snapshots(core, ledger, "main", 2))
+        point = Point(TIMESTAMP, cut, str(cut))
+        plain = replay_state(ledger, core, point, "main")
+        seeded = replay_state(ledger, core, point, "main", snapshots=snapshots)
+        assert plain.accounts["main"].version == 3 and plain.records_folded == 2  # versions 2 and 3
+        assert seeded.accounts["main"].start is None  # done again from zero
+        assert dumps(seeded.as_dict(core)) == dumps(plain.as_dict(core))
+    finally:
+        snapshots.close()
+        ledger.close()
+
+
+def test_a_store_that_cannot_be_opened_fails_the_gate_and_readers_fold_from_zero(
+    copy: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = copy(GOLDEN_DIR / MANIFEST["ledgers"][WRITTEN[0]]["file"])
+
+    def refuse(cls: Any, ledger: Any) -> Any:
+        raise SnapshotStoreError(f"cannot open the snapshots of ledger {ledger.path}: unable to open database file")
+
+    monkeypatch.setattr(SQLiteSnapshotStore, "for_ledger", classmethod(refuse))
+    with caplog.at_level(logging.WARNING, logger="titan.snapshots"):
+        assert ledger_snapshots(ledger) is None  # a reader: the fold from zero, logged
+    assert "cannot be opened (folding from zero)" in caplog.text
+    report = verify_replay(ledger, load_cores("compiled"), snapshots=snapshots_to_prove(ledger), second_process=False)
+    assert report.divergence is None and not report.ok  # the gate proved nothing: it does not pass
+    assert report.snapshots is not None and "unable to open database file" in (report.snapshots.unavailable or "")
+    assert "snapshots NOT CHECKED" in report.summary()

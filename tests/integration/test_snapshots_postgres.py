@@ -244,6 +244,7 @@ def test_the_documented_set_up_lets_the_writer_role_take_and_verify_snapshots(pg
             store.close()
             ledger.close()
         assert report.ok, report.summary()
+        assert report.snapshots is not None
         assert report.snapshots.as_dict()["proved"] == 2
     finally:
         with psycopg.connect(pg_server.admin_url, autocommit=True) as db:

@@ -116,16 +116,32 @@ class SnapshotStoreContract:
         assert store.count() == 3
 
     def test_prune_keeps_the_newest_of_one_stream(self, store: SnapshotStore) -> None:
-        assert store.prune("account-a", 2) == 0  # nothing there (not even a table) is no error
+        assert store.prune("account-a", 2, 100) == 0  # nothing there (not even a table) is no error
         for version in (10, 20, 30, 40):
             store.save(snap("account-a", version, version * 10))
         store.save(snap("account-b", 5, 50))
-        assert store.prune("account-a", 5) == 0
-        assert store.prune("account-a", 2) == 2
+        assert store.prune("account-a", 5, 40) == 0
+        assert store.prune("account-a", 2, 40) == 2
         assert [(i.stream_id, i.version) for i in store.listing()] == [("account-a", 30), ("account-a", 40), ("account-b", 5)]
-        assert store.prune("account-a", 1) == 1 and store.nearest("account-a") == snap("account-a", 40, 400)
+        assert store.prune("account-a", 1, 40) == 1 and store.nearest("account-a") == snap("account-a", 40, 400)
         with pytest.raises(ValueError, match="at least 1"):
-            store.prune("account-a", 0)
+            store.prune("account-a", 0, 40)
+
+    def test_prune_deletes_what_lies_above_the_writers_version_and_keeps_the_newest_below(self, store: SnapshotStore) -> None:
+        # Rows with versions beyond the stream's head (junk anyone with INSERT can add) must not
+        # count among the newest kept: they would evict every honest snapshot.
+        for version in (10, 20, 30, 40):
+            store.save(snap("account-a", version, version * 10))
+        for k in range(8):
+            store.save(snap("account-a", 10**12 + k, 50))
+        store.save(snap("account-b", 10**12, 50))
+        assert store.prune("account-a", 2, 40) == 8 + 2
+        assert [(i.stream_id, i.version) for i in store.listing()] == [
+            ("account-a", 30), ("account-a", 40), ("account-b", 10**12),
+        ]  # fmt: skip
+        store.save(snap("account-a", 50, 500))
+        assert store.prune("account-a", 8, 35) == 2  # above 35: 40 and 50, however few there are
+        assert [i.version for i in store.listing("account-a")] == [30]
 
     def test_a_closed_store_says_so(self, store: SnapshotStore) -> None:
         store.close()
@@ -184,6 +200,26 @@ def test_the_table_is_made_by_the_first_save_and_the_ledger_is_still_a_ledger(tm
         read_only.close()
     finally:
         reopened.close()
+
+
+def test_a_store_goes_on_after_its_table_was_dropped(tmp_path: Path) -> None:
+    # Deleting every snapshot loses nothing (docs/ledger.md), dropping the table included: a store
+    # that had seen the table must neither fail every later save nor every read.
+    path = tmp_path / "ledger.db"
+    SQLiteLedger(str(path)).close()
+    store = SQLiteSnapshotStore(str(path))
+    try:
+        assert store.save(snap("account-a", 1, 1))
+        with sqlite3.connect(path) as db:
+            db.execute("DROP TABLE titan_snapshots")
+        assert store.nearest("account-a") is None and store.listing() == []
+        assert store.save(snap("account-a", 2, 2))
+        with sqlite3.connect(path) as db:
+            db.execute("DROP TABLE titan_snapshots")
+        assert store.save(snap("account-a", 3, 3))  # straight to a save, too
+        assert [i.version for i in store.listing()] == [3]
+    finally:
+        store.close()
 
 
 def test_a_read_only_ledger_without_snapshots_is_left_exactly_as_it_was(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import logging
 import sqlite3
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,71 @@ def test_a_writer_keeps_its_newest_snapshots_only(ledger: SQLiteLedger, core: Co
     assert len(versions) == 3 and versions[-1] == writer.version and writer.snapshots_written > 3
     run(ledger, core, orders(ACCOUNT, 10, 60), every=5, snapshot_keep=0)  # 0: keeps them all
     assert len(stored(ledger)) > 3
+
+
+def test_rows_above_the_writers_version_never_evict_its_snapshots(ledger: SQLiteLedger, core: Core) -> None:
+    # Junk with versions beyond the stream's head (anyone who can INSERT) used to count among the
+    # newest kept, so each honest snapshot was deleted right after it was saved.
+    run(ledger, core, flow(30), snapshot_keep=8)
+    honest = stored(ledger)
+    with sqlite3.connect(ledger.path) as db:
+        for k in range(8):
+            db.execute(
+                "INSERT INTO titan_snapshots SELECT stream_id, ?, position, chain_hash, core_format, state, "
+                "state_sha256, set_by, created_ns FROM titan_snapshots WHERE version = ?",
+                (10**12 + k, honest[-1].version),
+            )
+    writer, _ = run(ledger, core, orders(ACCOUNT, 30, 30), snapshot_keep=8)
+    assert writer.snapshots_written > 0
+    versions = [s.version for s in stored(ledger)]
+    assert versions[-1] == writer.version and all(v <= writer.version for v in versions)
+    assert len(versions) == min(8, len(honest) + writer.snapshots_written)
+    again, _ = run(ledger, core, [])
+    assert again.started_from is not None and again.started_from.version == writer.version
+    assert again.snapshot_skips == []
+
+
+def recording_core(core: Core, events: list[str]) -> Core:
+    """The core with its snapshot codec wrapped: each encoding is noted in `events`."""
+    codec = core.module("snapshot")
+    wrapped = types.ModuleType(codec.__name__)
+    wrapped.SNAPSHOT_FORMAT = codec.SNAPSHOT_FORMAT  # type: ignore[attr-defined]
+    wrapped.state_from_snapshot = codec.state_from_snapshot  # type: ignore[attr-defined]
+
+    def state_to_snapshot(state: Any) -> Any:
+        events.append("encode")
+        return codec.state_to_snapshot(state)
+
+    wrapped.state_to_snapshot = state_to_snapshot  # type: ignore[attr-defined]
+    modules = {name: core.module(name) for name in core.module_names}
+    return Core(core.kind, core.package, core.directory, {**modules, "snapshot": wrapped})
+
+
+def test_the_answered_callers_resume_before_the_snapshot_is_encoded(ledger: SQLiteLedger, core: Core) -> None:
+    events: list[str] = []
+    recording = recording_core(core, events)
+    snapshots = ledger_snapshots(ledger)
+    assert snapshots is not None
+
+    async def go() -> AccountWriter:
+        writer = AccountWriter(ACCOUNT, lease_store(ledger), recording, snapshots=snapshots, snapshot_every=EVERY)
+        await writer.start()
+        for command in flow(30):
+            await writer.submit(command)
+            events.append(f"answered {writer.version}")
+        await writer.stop()
+        events.append("stopped")
+        return writer
+
+    try:
+        writer = asyncio.run(go())
+    finally:
+        snapshots.close()
+    encodes = [index for index, event in enumerate(events) if event == "encode"]
+    versions = [snapshot.version for snapshot in stored(ledger)]  # all kept: one per encoding
+    assert len(encodes) == len(versions) == writer.snapshots_written >= 3
+    assert versions[-1] == writer.version and events[encodes[-1] + 1 :] == ["stopped"]  # the one at stop
+    for index, version in zip(encodes[:-1], versions[:-1], strict=True):
+        answered = [int(event.split()[1]) for event in events[:index] if event.startswith("answered")]
+        # The caller whose batch reached that version had resumed before it was encoded.
+        assert answered and answered[-1] >= version, (version, events[: index + 1])
