@@ -215,11 +215,16 @@ def test_the_policy_is_checked_from_the_snapshot_and_from_a_later_activation(led
 
 
 def test_a_writer_keeps_its_newest_snapshots_only(ledger: SQLiteLedger, core: Core) -> None:
-    writer, _ = run(ledger, core, flow(60), every=5, snapshot_keep=3)
+    # A snapshot due while the last one is still being stored is skipped (one at a time), so how
+    # many are written depends on the threads' timing; the first due one and the one at stop
+    # always are, so keeping 1 is always a prune.
+    writer, _ = run(ledger, core, flow(60), every=5, snapshot_keep=1)
     versions = [s.version for s in stored(ledger)]
-    assert len(versions) == 3 and versions[-1] == writer.version and writer.snapshots_written > 3
-    run(ledger, core, orders(ACCOUNT, 10, 60), every=5, snapshot_keep=0)  # 0: keeps them all
-    assert len(stored(ledger)) > 3
+    assert writer.snapshots_written >= 2
+    assert versions == [writer.version]
+    again, _ = run(ledger, core, orders(ACCOUNT, 30, 60), every=5, snapshot_keep=0)  # 0: keeps them all
+    assert again.snapshots_written >= 2
+    assert len(stored(ledger)) == 1 + again.snapshots_written
 
 
 def test_rows_above_the_writers_version_never_evict_its_snapshots(ledger: SQLiteLedger, core: Core) -> None:
@@ -282,7 +287,7 @@ def test_the_answered_callers_resume_before_the_snapshot_is_encoded(ledger: SQLi
         snapshots.close()
     encodes = [index for index, event in enumerate(events) if event == "encode"]
     versions = [snapshot.version for snapshot in stored(ledger)]  # all kept: one per encoding
-    assert len(encodes) == len(versions) == writer.snapshots_written >= 3
+    assert len(encodes) == len(versions) == writer.snapshots_written >= 2  # the first due one, the one at stop
     assert versions[-1] == writer.version and events[encodes[-1] + 1 :] == ["stopped"]  # the one at stop
     for index, version in zip(encodes[:-1], versions[:-1], strict=True):
         answered = [int(event.split()[1]) for event in events[:index] if event.startswith("answered")]
