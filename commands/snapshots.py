@@ -465,13 +465,13 @@ class Snapshots:
             except UntrustedSnapshot as refused:
                 self._skip(
                     start,
-                    SnapshotSkip(stream_id, _version_of(snapshot), refused.code, refused.message),
+                    SnapshotSkip(stream_id, stored_int(snapshot.version), refused.code, refused.message),
                 )
             except LedgerError as error:  # the ledger could not be read: start from zero
                 self._skip(
                     start,
                     SnapshotSkip(
-                        stream_id, _version_of(snapshot), STORE_UNAVAILABLE, str(error)[:300]
+                        stream_id, stored_int(snapshot.version), STORE_UNAVAILABLE, str(error)[:300]
                     ),
                 )
                 return start
@@ -487,7 +487,7 @@ class Snapshots:
                     found.policy_record,
                     start.skipped,
                 )
-            version = _version_of(snapshot)
+            version = stored_int(snapshot.version)
             if version <= 1:
                 return start
             limit = version - 1
@@ -528,6 +528,7 @@ def used_note(info: SnapshotInfo) -> str:
     )
 
 
-def _version_of(snapshot: Snapshot) -> int:
-    version = snapshot.version
-    return version if isinstance(version, int) and not isinstance(version, bool) else 0
+def stored_int(value: object) -> int:
+    """A snapshot row's version or position as an integer, 0 when the row holds something else
+    (a row read from a table may hold anything; the trust rule refuses such a row)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -50,6 +50,7 @@ from commands.snapshots import (
     SnapshotStore,
     UntrustedSnapshot,
     note_context,
+    stored_int,
     trusted,
 )
 from commands.translate import InvalidCommand
@@ -284,7 +285,7 @@ class SnapshotProof:
         for info in listing:
             self.pending.setdefault(info.stream_id, deque()).append(info)
         for stream_id, infos in self.pending.items():
-            self.pending[stream_id] = deque(sorted(infos, key=lambda info: _int_or_zero(info.version)))
+            self.pending[stream_id] = deque(sorted(infos, key=lambda info: stored_int(info.version)))
             self.set_by[stream_id] = {}
 
     def after_command(self, stream_id: str, before: tuple[Any, int], events: list[Record], after: Any) -> None:
@@ -296,9 +297,9 @@ class SnapshotProof:
         state, version = before
         set_by = self.set_by[stream_id]
         done = 0  # how many of the command's events `state` and `set_by` have taken in
-        while infos and _int_or_zero(infos[0].version) <= version + len(events):
+        while infos and stored_int(infos[0].version) <= version + len(events):
             info = infos.popleft()
-            reached = _int_or_zero(info.version) - version
+            reached = stored_int(info.version) - version
             if reached <= done:  # a version the fold has passed (or none): nothing to prove it by
                 self._unreached(info)
                 continue
@@ -367,12 +368,8 @@ class SnapshotProof:
         if len(self.report.findings) < MAX_SNAPSHOT_FINDINGS:
             where = f"snapshot of {str(info.stream_id)[:100]!r} at version {info.version} (position {info.position})"
             self.report.findings.append(
-                SnapshotFinding(kind, str(info.stream_id), _int_or_zero(info.version), _int_or_zero(info.position), f"{where} {message}", code)
+                SnapshotFinding(kind, str(info.stream_id), stored_int(info.version), stored_int(info.position), f"{where} {message}", code)
             )
-
-
-def _int_or_zero(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _differing_fields(stored: bytes, expected: bytes) -> list[str]:
