@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
-import orjson
+from infra.bench.figures import print_results
 
 DEFAULT_RECORDS: Final = 100_000
 QUICK_RECORDS: Final = 10_000
@@ -291,10 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     results = run(quick=args.quick, records=args.records, cache=args.cache)
-    if args.json:
-        sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print("\n".join(format_results(results)))
+    print_results(results, args.json, format_results)
     return 0
 
 

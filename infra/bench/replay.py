@@ -33,6 +33,8 @@ from typing import Any, Final, cast
 
 import orjson
 
+from infra.bench.figures import print_results
+
 RECORDS_PER_DEMO_ORDER: Final = 6.9
 """About how many ledger records `titan demo` writes per order intent (measured)."""
 
@@ -295,10 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         results = measure(args.url, cores=tuple(args.cores.split(",")), export=not args.no_export, rebuild=args.rebuild)
     else:
         results = run(args.records)
-    if getattr(args, "json", False):
-        sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print("\n".join(format_results(results)))
+    print_results(results, getattr(args, "json", False), format_results)
     return 0
 
 

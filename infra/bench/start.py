@@ -44,6 +44,7 @@ from commands.lease import LeaseStore, StreamLease
 from commands.ports import Ledger, NewRecord, Record
 from commands.writer import AccountWriter
 from infra.bench.console import CACHE_ENV
+from infra.bench.figures import print_results
 from schemas import commands as wire
 
 DEFAULT_EVENTS: Final = 200_000
@@ -321,10 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(orjson.dumps(result).decode() + "\n")
         return 0
     results = run(quick=args.quick, events=args.events, cache=args.cache)
-    if args.json:
-        sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print("\n".join(format_results(results)))
+    print_results(results, args.json, format_results)
     return 0
 
 
